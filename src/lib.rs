@@ -2,8 +2,13 @@
 //! systems (เสียงตามสาย). The binary in `main.rs` only wires these modules together.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod clock;
+pub mod config;
 pub mod domain;
 pub mod media;
 pub mod playout;
+pub mod runner;
+pub mod schedule;
+pub mod store;
 pub mod thai;

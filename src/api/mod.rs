@@ -1,0 +1,86 @@
+//! The HTTP API (axum). One file per resource; errors become statuses in one place
+//! (`error.rs`); roles are checked in one place (`auth.rs`). Handlers never touch a player: they
+//! ask the runner.
+
+mod airtime;
+mod announcements;
+mod auth;
+mod error;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use auth::Caller;
+pub use error::ApiError;
+
+use crate::runner::Runner;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub runner: Arc<Runner>,
+}
+
+impl AppState {
+    pub fn store(&self) -> &Store {
+        &self.runner.store
+    }
+
+    /// Run a blocking store call off the async threads.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+/// Small JSON and form fields are bounded well below an upload.
+const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.runner.config.max_upload_bytes as usize + 1024 * 1024;
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/api/v1/status", get(status::status))
+        .route("/api/v1/slots", get(status::slots))
+        .route("/api/v1/plan", get(status::plan))
+        .route(
+            "/api/v1/announcements",
+            get(announcements::list)
+                .post(announcements::upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/api/v1/announcements/{id}", get(announcements::one))
+        .route("/api/v1/announcements/{id}/audio", get(announcements::audio))
+        .route("/api/v1/announcements/{id}/approve", post(announcements::approve))
+        .route("/api/v1/announcements/{id}/reject", post(announcements::reject))
+        .route("/api/v1/announcements/{id}/withdraw", post(announcements::withdraw))
+        .route("/api/v1/airtime", get(airtime::query))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,122 @@
+//! Health, status, slots and the plan.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState, Caller};
+use crate::thai::format_datetime;
+
+/// The longest plan one request may ask for.
+const MAX_PLAN_DAYS: i64 = 31;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"ok": true}))
+}
+
+/// An RFC 3339 query parameter.
+pub(super) fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_time",
+                        format!("'{name}' must be an RFC 3339 time like 2026-11-23T06:00:00+07:00, not '{s}'"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+pub async fn status(State(st): State<AppState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+    let runner = st.runner.clone();
+    let outputs = tokio::task::spawn_blocking(move || runner.outputs())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let r = &st.runner;
+    let now = r.clock.now();
+    let tz = r.config.timezone;
+    let next_slot = r
+        .planner
+        .next_starts(now, 1)
+        .into_iter()
+        .filter_map(|(slot, starts)| starts.first().map(|s| (slot, *s)))
+        .min_by_key(|(_, s)| *s)
+        .map(|(slot, at)| json!({"slot": slot, "at": at, "at_local": format_datetime(at, tz)}));
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "now": now,
+        "now_local": format_datetime(now, tz),
+        "timezone": tz.name(),
+        "uptime_s": (now - r.started_at).num_seconds(),
+        "outputs": outputs,
+        "next_slot": next_slot,
+    })))
+}
+
+pub async fn slots(State(st): State<AppState>, _caller: Caller) -> Json<Value> {
+    let r = &st.runner;
+    let now = r.clock.now();
+    let tz = r.config.timezone;
+    let next = r.planner.next_starts(now, 3);
+    let slots: Vec<Value> = r
+        .planner
+        .slots
+        .iter()
+        .zip(next)
+        .map(|(s, (_, starts))| {
+            json!({
+                "name": s.name,
+                "file": s.file,
+                "cron": s.cron_expr,
+                "length_s": s.length.as_secs(),
+                "outputs": s.outputs,
+                "chime": s.chime,
+                "next_starts": starts,
+                "next_starts_local": starts.iter().map(|t| format_datetime(*t, tz)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "slots": slots }))
+}
+
+#[derive(Deserialize)]
+pub struct PlanQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn plan(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<PlanQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let now = st.runner.clock.now();
+    let from = parse_time("from", q.from.as_deref())?.unwrap_or(now);
+    let to = parse_time("to", q.to.as_deref())?.unwrap_or(from + chrono::Duration::days(1));
+    if to <= from || to - from > chrono::Duration::days(MAX_PLAN_DAYS) {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            format!("'to' must be after 'from' and at most {MAX_PLAN_DAYS} days later"),
+        ));
+    }
+    let runner = st.runner.clone();
+    let plan = tokio::task::spawn_blocking(move || runner.plan(from, to))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let tz = st.runner.config.timezone;
+    let items: Vec<Value> = plan
+        .into_iter()
+        .map(|p| {
+            let local = format_datetime(p.start, tz);
+            let mut v = json!(p);
+            v["start_local"] = json!(local);
+            v
+        })
+        .collect();
+    Ok(Json(json!({"from": from, "to": to, "airings": items})))
+}

@@ -1,0 +1,375 @@
+//! Configuration in two steps: a serde mirror of the TOML where every key is optional, then one
+//! validation into the [`Config`] the rest of the daemon trusts. The embedded default (no file)
+//! is what `hokrajai serve` runs with on a fresh machine.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::playout::{OutputKind, OutputSpec};
+use crate::schedule::{parse_duration, parse_slot_file, ScheduleError, Slot};
+
+/// Slot files shipped in `schedules/`, used when no `schedules_dir` is configured.
+pub const EMBEDDED_SCHEDULES: &[(&str, &str)] =
+    &[("default.toml", include_str!("../schedules/default.toml"))];
+
+/// The demo slot `--demo` adds: every minute, on the minute.
+pub const DEMO_SCHEDULE: (&str, &str) = ("demo.toml", include_str!("../schedules/demo.toml"));
+
+/// Audio shipped in `audio/`, used when no `audio_dir` is configured.
+pub const EMBEDDED_AUDIO: &[(&str, &[u8])] = &[
+    ("chime.wav", include_bytes!("../audio/chime.wav")),
+    ("alert.wav", include_bytes!("../audio/alert.wav")),
+    ("demo-th.ogg", include_bytes!("../audio/demo-th.ogg")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("schedules directory {path}: {message}")]
+    SchedulesDir { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    timezone: Option<String>,
+    schedules_dir: Option<PathBuf>,
+    audio_dir: Option<PathBuf>,
+    max_upload_mb: Option<u64>,
+    loudness_target_lufs: Option<f64>,
+    pause: Option<String>,
+    #[serde(default)]
+    output: Vec<RawOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    name: Option<String>,
+    kind: Option<String>,
+    device: Option<String>,
+}
+
+/// Where slot files come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleSource {
+    Embedded,
+    Dir(PathBuf),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, or None for the embedded default.
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub timezone: Tz,
+    pub schedules: ScheduleSource,
+    /// None: the embedded audio, written to `<data_dir>/builtin-audio` at start.
+    pub audio_dir: Option<PathBuf>,
+    pub max_upload_bytes: u64,
+    pub loudness_target_lufs: f64,
+    pub pause: Duration,
+    pub outputs: Vec<OutputSpec>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./hokrajai-data";
+pub const DEFAULT_MAX_UPLOAD_MB: u64 = 200;
+pub const DEFAULT_LOUDNESS_TARGET: f64 = -16.0;
+
+impl Config {
+    /// The embedded default: what `hokrajai serve` runs with when given no config file.
+    pub fn embedded_default() -> Self {
+        match Self::from_toml_str("", None) {
+            Ok(c) => c,
+            // The empty config is valid by construction; this arm is unreachable in practice,
+            // but a panic here would only ever be a programming error caught by tests.
+            Err(e) => unreachable!("embedded default config is invalid: {e}"),
+        }
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, Some(path))
+    }
+
+    /// Validate a config text. Relative paths in a file are taken relative to the file's folder.
+    pub fn from_toml_str(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(embedded default)".into());
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        let base = path.and_then(Path::parent).map(Path::to_path_buf);
+        let rel = |p: PathBuf| match (&base, p.is_relative()) {
+            (Some(b), true) => b.join(p),
+            _ => p,
+        };
+
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid(format!("listen '{listen_text}' is not an address like 127.0.0.1:8080")))?;
+        let tz_text = raw.timezone.unwrap_or_else(|| "Asia/Bangkok".into());
+        let timezone: Tz = tz_text
+            .parse()
+            .map_err(|_| invalid(format!("timezone '{tz_text}' is not an IANA zone like Asia/Bangkok")))?;
+        let max_mb = raw.max_upload_mb.unwrap_or(DEFAULT_MAX_UPLOAD_MB);
+        if max_mb == 0 || max_mb > 4096 {
+            return Err(invalid(format!("max_upload_mb {max_mb} must be between 1 and 4096")));
+        }
+        let loudness_target_lufs = raw.loudness_target_lufs.unwrap_or(DEFAULT_LOUDNESS_TARGET);
+        if !(-40.0..=-5.0).contains(&loudness_target_lufs) {
+            return Err(invalid(format!(
+                "loudness_target_lufs {loudness_target_lufs} must be between -40 and -5"
+            )));
+        }
+        let pause = match raw.pause {
+            None => Duration::from_secs(1),
+            Some(p) if p.trim() == "0s" || p.trim() == "0" => Duration::ZERO,
+            Some(p) => parse_duration(&p).map_err(|m| invalid(format!("pause {m}")))?,
+        };
+
+        let outputs = if raw.output.is_empty() {
+            // The embedded default: the machine's default ALSA device, or a real-time null output.
+            ["tower", "pa"]
+                .into_iter()
+                .map(|name| OutputSpec {
+                    name: name.into(),
+                    kind: OutputKind::Alsa,
+                    device: Some("default".into()),
+                    fallback_to_null: true,
+                })
+                .collect()
+        } else {
+            let mut outs: Vec<OutputSpec> = Vec::new();
+            for (i, o) in raw.output.into_iter().enumerate() {
+                let name = o
+                    .name
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| invalid(format!("output #{} has no name", i + 1)))?;
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(invalid(format!(
+                        "output name '{name}' may hold ASCII letters, digits, '-' and '_' only"
+                    )));
+                }
+                if outs.iter().any(|x| x.name == name) {
+                    return Err(invalid(format!("output '{name}' is configured twice")));
+                }
+                let kind = match o.kind.as_deref().unwrap_or("alsa") {
+                    "alsa" => OutputKind::Alsa,
+                    "null" => OutputKind::Null,
+                    "wav" => OutputKind::Wav,
+                    k => {
+                        return Err(invalid(format!(
+                            "output '{name}': kind '{k}' is not one of alsa, null, wav"
+                        )))
+                    }
+                };
+                let device = match kind {
+                    OutputKind::Wav => Some(
+                        rel(PathBuf::from(o.device.ok_or_else(|| {
+                            invalid(format!("output '{name}': a wav output needs 'device' = file path"))
+                        })?))
+                        .display()
+                        .to_string(),
+                    ),
+                    OutputKind::Alsa => Some(o.device.unwrap_or_else(|| "default".into())),
+                    OutputKind::Null => o.device,
+                };
+                outs.push(OutputSpec {
+                    name,
+                    kind,
+                    device,
+                    fallback_to_null: false,
+                });
+            }
+            outs
+        };
+
+        Ok(Config {
+            source: path.map(Path::to_path_buf),
+            listen,
+            data_dir: rel(raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))),
+            timezone,
+            schedules: raw
+                .schedules_dir
+                .map(|d| ScheduleSource::Dir(rel(d)))
+                .unwrap_or(ScheduleSource::Embedded),
+            audio_dir: raw.audio_dir.map(rel),
+            max_upload_bytes: max_mb * 1024 * 1024,
+            loudness_target_lufs,
+            pause,
+            outputs,
+        })
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// The slot files as (file name, text), sorted by name.
+    pub fn read_slot_files(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        match &self.schedules {
+            ScheduleSource::Embedded => Ok(EMBEDDED_SCHEDULES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect()),
+            ScheduleSource::Dir(dir) => {
+                let err = |message: String| ConfigError::SchedulesDir {
+                    path: dir.clone(),
+                    message,
+                };
+                let mut files = Vec::new();
+                for entry in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
+                    let p = entry.map_err(|e| err(e.to_string()))?.path();
+                    let is_slot_file = p.extension().is_some_and(|e| e == "toml")
+                        && p.file_name().is_some_and(|n| n != "holidays.toml");
+                    if is_slot_file {
+                        let text = std::fs::read_to_string(&p)
+                            .map_err(|e| err(format!("{}: {e}", p.display())))?;
+                        files.push((p.display().to_string(), text));
+                    }
+                }
+                files.sort();
+                Ok(files)
+            }
+        }
+    }
+
+    /// Parse every slot file; slot names must be unique across files.
+    pub fn load_slots(&self, extra: &[(String, String)]) -> Result<Vec<Slot>, ConfigError> {
+        let outputs = self.output_names();
+        let mut all: Vec<Slot> = Vec::new();
+        for (file, text) in self.read_slot_files()?.iter().chain(extra) {
+            for s in parse_slot_file(file, text, &outputs)? {
+                if let Some(prev) = all.iter().find(|p| p.name == s.name) {
+                    return Err(ScheduleError::Slot {
+                        file: file.clone(),
+                        slot: s.name.clone(),
+                        message: format!("the name is already used in {}", prev.file),
+                    }
+                    .into());
+                }
+                all.push(s);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The folder chimes are read from.
+    pub fn audio_dir(&self) -> PathBuf {
+        self.audio_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("builtin-audio"))
+    }
+
+    /// Write the embedded audio into `<data_dir>/builtin-audio` when no audio dir is configured.
+    pub fn install_builtin_audio(&self) -> std::io::Result<()> {
+        if self.audio_dir.is_some() {
+            return Ok(());
+        }
+        let dir = self.audio_dir();
+        std::fs::create_dir_all(&dir)?;
+        for (name, bytes) in EMBEDDED_AUDIO {
+            let p = dir.join(name);
+            let same = std::fs::read(&p).is_ok_and(|b| b == *bytes);
+            if !same {
+                let tmp = dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Chime file names used by slots that do not exist in the audio dir.
+    pub fn missing_chimes(&self, slots: &[Slot]) -> BTreeMap<String, String> {
+        let dir = self.audio_dir();
+        let mut missing = BTreeMap::new();
+        for s in slots {
+            if let Some(c) = &s.chime {
+                let present = dir.join(c).is_file()
+                    || (self.audio_dir.is_none() && EMBEDDED_AUDIO.iter().any(|(n, _)| n == c));
+                if !present {
+                    missing.insert(s.name.clone(), c.clone());
+                }
+            }
+        }
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.timezone, chrono_tz::Asia::Bangkok);
+        assert_eq!(c.output_names(), ["tower", "pa"]);
+        assert!(c.outputs.iter().all(|o| o.fallback_to_null));
+        assert_eq!(c.max_upload_bytes, 200 * 1024 * 1024);
+        let slots = c.load_slots(&[]).unwrap();
+        assert!(slots.iter().any(|s| s.name == "morning"));
+        assert!(c.missing_chimes(&slots).is_empty());
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let table = [
+            ("listen = 'nowhere'", "listen 'nowhere'"),
+            ("timezone = 'Mars/Olympus'", "timezone 'Mars/Olympus'"),
+            ("max_upload_mb = 0", "max_upload_mb 0"),
+            ("colour = 'red'", "unknown field"),
+            ("[[output]]\nname='tower'\nkind='radio'", "kind 'radio'"),
+            ("[[output]]\nname='tower'\nkind='wav'", "needs 'device'"),
+            ("[[output]]\nname='a'\n[[output]]\nname='a'", "configured twice"),
+            ("[[output]]\nname='../x'", "output name"),
+        ];
+        for (text, want) in table {
+            let e = Config::from_toml_str(text, Some(Path::new("/etc/h.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/etc/h.toml") && e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = Config::from_toml_str(
+            "data_dir = 'data'\n[[output]]\nname='tower'\nkind='wav'\ndevice='t.wav'",
+            Some(Path::new("/srv/h/config.toml")),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/h/data"));
+        assert_eq!(c.outputs[0].device.as_deref(), Some("/srv/h/t.wav"));
+    }
+}

@@ -1,0 +1,327 @@
+//! The runner: the only part of the daemon that waits for time to pass. It asks the pure planner
+//! what the next slot occurrence holds, sleeps until just before it (or until the plan changes or
+//! the daemon stops), then hands each output's player its job. The API talks to players only
+//! through here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::domain::{AirtimeStatus, AiringInfo, Announcement, AnnouncementStatus};
+use crate::playout::{JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
+use crate::schedule::{self, Occurrence, PlanInput, PlannedAiring, Slot};
+use crate::store::{Store, StoreError};
+
+/// How long before a slot the job is handed to the player (the device is already open; this
+/// only leaves room for the player to be waiting on the instant).
+const PREROLL: Duration = Duration::from_secs(2);
+/// How far ahead the runner looks for the next occurrence.
+const LOOKAHEAD_DAYS: i64 = 8;
+/// The longest single sleep: a wall-clock jump (NTP) is noticed within this.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// Gain is never raised or cut by more than this to reach the loudness target.
+const MAX_GAIN_UP_DB: f64 = 12.0;
+const MAX_GAIN_DOWN_DB: f64 = 24.0;
+
+/// Writes what players report into the airtime log.
+struct StoreJournal {
+    store: Store,
+    changed: Arc<Notify>,
+}
+
+impl Journal for StoreJournal {
+    fn started(&self, airing: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64, String> {
+        let r = self.store.airing_started(airing, started_at).map_err(|e| e.to_string());
+        self.changed.notify_waiters();
+        r
+    }
+
+    fn finished(&self, row: i64, status: AirtimeStatus, ended_at: DateTime<Utc>, detail: &str) {
+        if let Err(e) = self.store.airing_finished(row, status, ended_at, detail) {
+            tracing::error!(row, error = %e, "could not close airtime row");
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn failed(&self, airing: &AiringInfo, at: DateTime<Utc>, detail: &str) {
+        tracing::warn!(output = %airing.output, announcement = airing.announcement_id, %detail, "airing failed");
+        if let Err(e) = self.store.airing_not_aired(airing, AirtimeStatus::Failed, at, detail) {
+            tracing::error!(error = %e, "could not write failed airtime row");
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// The configuration the plan depends on: slots, their chimes' lengths, the pause. Used by the
+/// runner and, without any player, by `hokrajai plan`.
+pub struct Planner {
+    pub config: Arc<Config>,
+    pub slots: Vec<Slot>,
+    chime_ms: BTreeMap<String, u64>,
+}
+
+impl Planner {
+    /// Measure each chime the slots use (a chime that cannot be decoded is left out, with a
+    /// warning, and its slots start without it).
+    pub fn new(config: Arc<Config>, slots: Vec<Slot>) -> Self {
+        let audio_dir = config.audio_dir();
+        let mut chime_ms = BTreeMap::new();
+        for c in slots.iter().filter_map(|s| s.chime.as_ref()) {
+            if chime_ms.contains_key(c) {
+                continue;
+            }
+            match crate::media::probe(&audio_dir.join(c)) {
+                Ok(p) => {
+                    chime_ms.insert(c.clone(), p.duration_ms);
+                }
+                Err(e) => tracing::warn!(chime = %c, error = %e, "chime cannot be played; slots will start without it"),
+            }
+        }
+        Planner { config, slots, chime_ms }
+    }
+
+    /// What would air in `[from, to)`, given what has aired so far.
+    pub fn plan(&self, store: &Store, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PlannedAiring>, StoreError> {
+        let announcements = store.announcements(Some(AnnouncementStatus::Approved))?;
+        let tz = self.config.timezone;
+        let aired = store.aired_counts(from - chrono::Duration::days(1), tz)?;
+        Ok(schedule::plan(PlanInput {
+            slots: &self.slots,
+            tz,
+            from,
+            to,
+            announcements: &announcements,
+            aired,
+            chime_ms: &self.chime_ms,
+            pause: self.config.pause,
+        }))
+    }
+
+    /// The next `n` starts of each slot after `now`.
+    pub fn next_starts(&self, now: DateTime<Utc>, n: usize) -> Vec<(String, Vec<DateTime<Utc>>)> {
+        let to = now + chrono::Duration::days(LOOKAHEAD_DAYS);
+        self.slots
+            .iter()
+            .map(|s| {
+                let starts = schedule::occurrences(std::slice::from_ref(s), self.config.timezone, now, to)
+                    .into_iter()
+                    .take(n)
+                    .map(|o| o.start)
+                    .collect();
+                (s.name.clone(), starts)
+            })
+            .collect()
+    }
+}
+
+/// Everything the runner and the API share.
+pub struct Runner {
+    pub planner: Planner,
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub clock: SharedClock,
+    players: Vec<PlayerHandle>,
+    replan: Arc<Notify>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutputView {
+    #[serde(flatten)]
+    pub status: OutputStatus,
+    pub next: Option<PlannedAiring>,
+}
+
+impl Runner {
+    /// Measure the chimes, start one player per configured output.
+    pub fn start(planner: Planner, store: Store, clock: SharedClock) -> Self {
+        let config = planner.config.clone();
+        let replan = Arc::new(Notify::new());
+        let journal: Arc<dyn Journal> = Arc::new(StoreJournal {
+            store: store.clone(),
+            changed: replan.clone(),
+        });
+        let players = config
+            .outputs
+            .iter()
+            .map(|spec| PlayerHandle::spawn(spec.clone(), clock.clone(), journal.clone()))
+            .collect();
+        let started_at = clock.now();
+        Runner {
+            planner,
+            config,
+            store,
+            clock,
+            players,
+            replan,
+            started_at,
+        }
+    }
+
+    /// Tell the runner the plan may have changed (approval, withdrawal, new upload).
+    pub fn replan(&self) {
+        self.replan.notify_waiters();
+    }
+
+    /// Silence every output now; the open airings are logged `interrupted`.
+    pub fn stop_all(&self) {
+        for p in &self.players {
+            p.stop_now();
+        }
+    }
+
+    pub fn audio_path(&self, sha256: &str) -> PathBuf {
+        self.config.data_dir.join("audio").join(sha256)
+    }
+
+    /// What would air in `[from, to)`, given what has aired so far.
+    pub fn plan(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PlannedAiring>, StoreError> {
+        self.planner.plan(&self.store, from, to)
+    }
+
+    /// Per output: the player's status and the next planned airing.
+    pub fn outputs(&self) -> Vec<OutputView> {
+        let now = self.clock.now();
+        let plan = self.plan(now, now + chrono::Duration::days(2)).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not plan for status");
+            Vec::new()
+        });
+        self.players
+            .iter()
+            .map(|p| OutputView {
+                status: p.status(),
+                next: plan.iter().find(|a| a.output == p.name()).cloned(),
+            })
+            .collect()
+    }
+
+    fn gain_db(&self, a: &Announcement) -> f32 {
+        a.loudness_lufs
+            .map(|l| (self.config.loudness_target_lufs - l).clamp(-MAX_GAIN_DOWN_DB, MAX_GAIN_UP_DB))
+            .unwrap_or(0.0) as f32
+    }
+
+    /// Hand every output of `occ` its job, starting at `start_at` (later than the occurrence
+    /// start when resuming after a restart).
+    fn dispatch(&self, occ: &Occurrence, start_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(slot) = self.planner.slots.iter().find(|s| s.name == occ.slot) else {
+            return Ok(());
+        };
+        let tz = self.config.timezone;
+        let announcements = self.store.announcements(Some(AnnouncementStatus::Approved))?;
+        let aired = self.store.aired_counts(occ.start - chrono::Duration::days(1), tz)?;
+        for player in &self.players {
+            let output = player.name();
+            if !slot.outputs.iter().any(|o| o == output) {
+                continue;
+            }
+            let planned = schedule::fill_occurrence(
+                occ,
+                slot,
+                output,
+                start_at,
+                &announcements,
+                &aired,
+                tz,
+                &self.planner.chime_ms,
+                self.config.pause,
+            );
+            let items = planned
+                .iter()
+                .filter_map(|p| {
+                    let a = announcements.iter().find(|a| a.id == p.announcement_id)?;
+                    Some(JobItem {
+                        airing: AiringInfo {
+                            announcement_id: a.id,
+                            title: a.title.clone(),
+                            sha256: a.sha256.clone(),
+                            output: output.to_string(),
+                            slot: occ.slot.clone(),
+                            scheduled_at: occ.start,
+                        },
+                        path: self.audio_path(&a.sha256),
+                        gain_db: self.gain_db(a),
+                        duration_ms: a.duration_ms,
+                    })
+                })
+                .collect::<Vec<_>>();
+            tracing::info!(slot = %occ.slot, %output, start = %start_at, items = items.len(), "slot dispatched");
+            let chime = slot
+                .chime
+                .as_ref()
+                .filter(|c| self.planner.chime_ms.contains_key(*c))
+                .map(|c| self.config.audio_dir().join(c));
+            let job = SlotJob {
+                slot: occ.slot.clone(),
+                start_at,
+                end_at: occ.end,
+                chime,
+                items,
+                pause: self.config.pause,
+            };
+            if let Err(e) = player.submit(job) {
+                tracing::error!(%output, error = %e, "player did not take the job");
+            }
+        }
+        Ok(())
+    }
+
+    /// Run until `shutdown` resolves; then stop every player (closing open rows).
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let slots = &self.planner.slots;
+        let longest = slots.iter().map(|s| s.length).max().unwrap_or_default();
+        let mut cursor = self.clock.now() - chrono::Duration::from_std(longest).unwrap_or_default();
+        let mut done: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+        loop {
+            let now = self.clock.now();
+            let next = schedule::occurrences(
+                slots,
+                self.config.timezone,
+                cursor,
+                now + chrono::Duration::days(LOOKAHEAD_DAYS),
+            )
+            .into_iter()
+            .find(|o| !done.contains(&(o.slot.clone(), o.start)));
+            let wait = match &next {
+                Some(occ) if occ.end <= now => {
+                    done.insert((occ.slot.clone(), occ.start));
+                    continue;
+                }
+                Some(occ) => {
+                    let dispatch_at = occ.start - chrono::Duration::from_std(PREROLL).unwrap_or_default();
+                    if dispatch_at <= now {
+                        let start_at = occ.start.max(now);
+                        if let Err(e) = self.dispatch(occ, start_at) {
+                            tracing::error!(slot = %occ.slot, error = %e, "could not plan the slot");
+                        }
+                        done.insert((occ.slot.clone(), occ.start));
+                        cursor = occ.start;
+                        done.retain(|(_, s)| *s >= cursor);
+                        continue;
+                    }
+                    (dispatch_at - now).to_std().unwrap_or_default().min(MAX_SLEEP)
+                }
+                None => MAX_SLEEP,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.replan.notified() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        tracing::info!("runner stopping");
+    }
+
+    /// The players, to shut them down once nothing else holds the runner.
+    pub fn into_players(self) -> Vec<PlayerHandle> {
+        self.players
+    }
+}

@@ -1,0 +1,102 @@
+//! Numbered schema migrations (`PRAGMA user_version`). Append new ones; never edit a shipped one.
+
+use rusqlite_migration::{Migrations, M};
+
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+const V1: &str = r#"
+CREATE TABLE announcements (
+    id            INTEGER PRIMARY KEY,
+    title         TEXT NOT NULL CHECK (length(title) > 0),
+    script        TEXT NOT NULL DEFAULT '',
+    agency        TEXT NOT NULL DEFAULT '',
+    priority      TEXT NOT NULL CHECK (priority IN ('normal', 'high')),
+    status        TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'withdrawn')),
+    sha256        TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    container     TEXT NOT NULL,
+    codec         TEXT NOT NULL,
+    sample_rate   INTEGER NOT NULL,
+    channels      INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    loudness_lufs REAL,
+    valid_from    TEXT,
+    valid_until   TEXT,
+    plays_per_day INTEGER NOT NULL CHECK (plays_per_day >= 0),
+    outputs       TEXT NOT NULL,
+    uploaded_by   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    decided_by    TEXT,
+    decided_at    TEXT,
+    reason        TEXT
+);
+CREATE INDEX announcements_status ON announcements(status);
+
+-- Who changed what, when: every state change of an announcement. Append-only.
+CREATE TABLE announcement_history (
+    id              INTEGER PRIMARY KEY,
+    announcement_id INTEGER NOT NULL REFERENCES announcements(id),
+    action          TEXT NOT NULL,
+    actor           TEXT NOT NULL,
+    at              TEXT NOT NULL,
+    detail          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX announcement_history_ann ON announcement_history(announcement_id);
+CREATE TRIGGER announcement_history_no_update BEFORE UPDATE ON announcement_history
+BEGIN SELECT RAISE(ABORT, 'announcement history is append-only'); END;
+CREATE TRIGGER announcement_history_no_delete BEFORE DELETE ON announcement_history
+BEGIN SELECT RAISE(ABORT, 'announcement history is append-only'); END;
+
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('uploader', 'approver', 'auditor', 'admin')),
+    hash       TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+
+-- The airtime (as-run) log. A row is inserted when an airing starts (status 'playing') and
+-- closed once; after that it can never change, and no row can ever be deleted.
+CREATE TABLE airtime (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    announcement_id INTEGER REFERENCES announcements(id),
+    title           TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    output          TEXT NOT NULL,
+    slot            TEXT NOT NULL,
+    scheduled_at    TEXT NOT NULL,
+    started_at      TEXT,
+    ended_at        TEXT,
+    duration_ms     INTEGER,
+    status          TEXT NOT NULL
+        CHECK (status IN ('playing', 'completed', 'interrupted', 'failed', 'missed')),
+    detail          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX airtime_scheduled ON airtime(scheduled_at);
+CREATE INDEX airtime_output_scheduled ON airtime(output, scheduled_at);
+CREATE INDEX airtime_announcement ON airtime(announcement_id);
+CREATE INDEX airtime_open ON airtime(status) WHERE status = 'playing';
+CREATE TRIGGER airtime_no_delete BEFORE DELETE ON airtime
+BEGIN SELECT RAISE(ABORT, 'the airtime log is append-only: rows cannot be deleted'); END;
+CREATE TRIGGER airtime_finished_is_final BEFORE UPDATE ON airtime
+WHEN OLD.status <> 'playing'
+BEGIN SELECT RAISE(ABORT, 'the airtime log is append-only: a finished row cannot change'); END;
+CREATE TRIGGER airtime_close_only BEFORE UPDATE ON airtime
+WHEN OLD.status = 'playing' AND (
+    NEW.id IS NOT OLD.id OR NEW.announcement_id IS NOT OLD.announcement_id
+    OR NEW.title IS NOT OLD.title OR NEW.sha256 IS NOT OLD.sha256 OR NEW.output IS NOT OLD.output
+    OR NEW.slot IS NOT OLD.slot OR NEW.scheduled_at IS NOT OLD.scheduled_at
+    OR NEW.started_at IS NOT OLD.started_at OR NEW.status = 'playing')
+BEGIN SELECT RAISE(ABORT, 'an open airtime row may only be closed'); END;
+"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}
