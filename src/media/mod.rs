@@ -7,12 +7,23 @@
 //! - `open_source(path, gain_db) -> Result<DecodedSource, MediaError>`; `DecodedSource: rodio::Source + Send + 'static`
 //! - `MediaError::code()` -> stable snake_case code for API error bodies; `Display` -> a sentence for a person.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
+mod decode;
+mod probe;
+mod source;
+
+pub use probe::{probe, probe_isolated};
+pub use source::{open_source, DecodeErrorFlag, DecodedSource};
+
 /// What decoding the whole file found out.
+///
+/// `sample_rate` and `channels` are those of the first decoded buffer (what a listener hears
+/// first; a container's header may say otherwise, or nothing, as AAC in MP4 does for channels).
+/// `duration_ms` counts decoded frames, never a header. `loudness_lufs` is EBU R128 integrated
+/// loudness; `None` when the file is too short to measure (under 0.4 s) or silent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeInfo {
     pub container: String,
@@ -23,6 +34,8 @@ pub struct ProbeInfo {
     pub loudness_lufs: Option<f64>,
 }
 
+/// Why a file was refused or could not be played. Each message names what was found, so that the
+/// person uploading can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("the file is empty")]
@@ -40,6 +53,7 @@ pub enum MediaError {
 }
 
 impl MediaError {
+    /// A stable snake_case code for API error bodies (the `Display` text is for people).
     pub fn code(&self) -> &'static str {
         match self {
             MediaError::Empty => "empty_file",
@@ -50,19 +64,4 @@ impl MediaError {
             MediaError::Io(_) => "io_error",
         }
     }
-}
-
-pub fn probe(_path: &Path) -> Result<ProbeInfo, MediaError> {
-    todo!("media helper")
-}
-
-pub fn probe_isolated(_path: PathBuf, _budget: Duration) -> Result<ProbeInfo, MediaError> {
-    todo!("media helper")
-}
-
-/// A decoded stored file, gain applied, as a rodio source.
-pub struct DecodedSource;
-
-pub fn open_source(_path: &Path, _gain_db: f32) -> Result<DecodedSource, MediaError> {
-    todo!("media helper")
 }
