@@ -132,16 +132,22 @@ impl Config {
         };
 
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| invalid(format!("listen '{listen_text}' is not an address like 127.0.0.1:8080")))?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(format!(
+                "listen '{listen_text}' is not an address like 127.0.0.1:8080"
+            ))
+        })?;
         let tz_text = raw.timezone.unwrap_or_else(|| "Asia/Bangkok".into());
-        let timezone: Tz = tz_text
-            .parse()
-            .map_err(|_| invalid(format!("timezone '{tz_text}' is not an IANA zone like Asia/Bangkok")))?;
+        let timezone: Tz = tz_text.parse().map_err(|_| {
+            invalid(format!(
+                "timezone '{tz_text}' is not an IANA zone like Asia/Bangkok"
+            ))
+        })?;
         let max_mb = raw.max_upload_mb.unwrap_or(DEFAULT_MAX_UPLOAD_MB);
         if max_mb == 0 || max_mb > 4096 {
-            return Err(invalid(format!("max_upload_mb {max_mb} must be between 1 and 4096")));
+            return Err(invalid(format!(
+                "max_upload_mb {max_mb} must be between 1 and 4096"
+            )));
         }
         let loudness_target_lufs = raw.loudness_target_lufs.unwrap_or(DEFAULT_LOUDNESS_TARGET);
         if !(-40.0..=-5.0).contains(&loudness_target_lufs) {
@@ -173,7 +179,10 @@ impl Config {
                     .name
                     .filter(|n| !n.is_empty())
                     .ok_or_else(|| invalid(format!("output #{} has no name", i + 1)))?;
-                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
                     return Err(invalid(format!(
                         "output name '{name}' may hold ASCII letters, digits, '-' and '_' only"
                     )));
@@ -194,7 +203,9 @@ impl Config {
                 let device = match kind {
                     OutputKind::Wav => Some(
                         rel(PathBuf::from(o.device.ok_or_else(|| {
-                            invalid(format!("output '{name}': a wav output needs 'device' = file path"))
+                            invalid(format!(
+                                "output '{name}': a wav output needs 'device' = file path"
+                            ))
                         })?))
                         .display()
                         .to_string(),
@@ -215,7 +226,9 @@ impl Config {
         Ok(Config {
             source: path.map(Path::to_path_buf),
             listen,
-            data_dir: rel(raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))),
+            data_dir: rel(raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))),
             timezone,
             schedules: raw
                 .schedules_dir
@@ -351,7 +364,10 @@ mod tests {
             ("colour = 'red'", "unknown field"),
             ("[[output]]\nname='tower'\nkind='radio'", "kind 'radio'"),
             ("[[output]]\nname='tower'\nkind='wav'", "needs 'device'"),
-            ("[[output]]\nname='a'\n[[output]]\nname='a'", "configured twice"),
+            (
+                "[[output]]\nname='a'\n[[output]]\nname='a'",
+                "configured twice",
+            ),
             ("[[output]]\nname='../x'", "output name"),
         ];
         for (text, want) in table {

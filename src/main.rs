@@ -18,7 +18,11 @@ use hokrajai::store::{NewAnnouncement, Store};
 use hokrajai::thai::format_datetime;
 
 #[derive(Parser)]
-#[command(name = "hokrajai", version, about = "Playout daemon for village broadcast towers and wired PA (หอกระจายข่าว / เสียงตามสาย)")]
+#[command(
+    name = "hokrajai",
+    version,
+    about = "Playout daemon for village broadcast towers and wired PA (หอกระจายข่าว / เสียงตามสาย)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +123,9 @@ fn open_store(config: &Config) -> Result<Store> {
 fn parse_instant(name: &str, s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
-        .with_context(|| format!("--{name} '{s}' is not an RFC 3339 time like 2026-11-24T06:00:00+07:00"))
+        .with_context(|| {
+            format!("--{name} '{s}' is not an RFC 3339 time like 2026-11-24T06:00:00+07:00")
+        })
 }
 
 fn main() -> Result<()> {
@@ -132,9 +138,18 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, listen, demo } => serve(common, listen, demo),
+        Command::Serve {
+            common,
+            listen,
+            demo,
+        } => serve(common, listen, demo),
         Command::Check { common } => check(common),
-        Command::Plan { common, from, to, json } => plan(common, &from, &to, json),
+        Command::Plan {
+            common,
+            from,
+            to,
+            json,
+        } => plan(common, &from, &to, json),
         Command::Token { action } => token(action),
     }
 }
@@ -144,14 +159,25 @@ fn check(common: Common) -> Result<()> {
     let slots = config.load_slots(&[])?;
     let missing = config.missing_chimes(&slots);
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|(s, c)| format!("slot '{s}': chime '{c}'")).collect();
-        bail!("chime files not found in {}: {}", config.audio_dir().display(), list.join("; "));
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(s, c)| format!("slot '{s}': chime '{c}'"))
+            .collect();
+        bail!(
+            "chime files not found in {}: {}",
+            config.audio_dir().display(),
+            list.join("; ")
+        );
     }
     let now = SystemClock.now();
     let tz = config.timezone;
     println!(
         "config OK: {} ({} outputs, {} slots, zone {})",
-        config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
+        config
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded default".into()),
         config.outputs.len(),
         slots.len(),
         tz.name()
@@ -181,7 +207,10 @@ fn plan(common: Common, from: &str, to: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
-    println!("{:<24} {:<8} {:<10} {:>7}  title", "start (เวลาไทย)", "output", "slot", "length");
+    println!(
+        "{:<24} {:<8} {:<10} {:>7}  title",
+        "start (เวลาไทย)", "output", "slot", "length"
+    );
     for p in &plan {
         println!(
             "{:<24} {:<8} {:<10} {:>6}s  {} (#{})",
@@ -204,19 +233,27 @@ fn token(action: TokenAction) -> Result<()> {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let store = open_store(&load_config(&common)?)?;
             let (token, info) = store.add_token(&name, role, now)?;
-            eprintln!("token #{} for '{}' ({}); it is shown only this once:", info.id, info.name, info.role);
+            eprintln!(
+                "token #{} for '{}' ({}); it is shown only this once:",
+                info.id, info.name, info.role
+            );
             println!("{token}");
         }
         TokenAction::List { common } => {
             let store = open_store(&load_config(&common)?)?;
             for t in store.tokens()? {
-                let state = t.revoked_at.map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
+                let state = t
+                    .revoked_at
+                    .map(|r| format!("revoked {r}"))
+                    .unwrap_or_else(|| "active".into());
                 println!("{:>4}  {:<10} {:<24} {}", t.id, t.role, t.name, state);
             }
         }
         TokenAction::Revoke { common, id } => {
             let store = open_store(&load_config(&common)?)?;
-            store.revoke_token(id, now).with_context(|| format!("revoking token {id}"))?;
+            store
+                .revoke_token(id, now)
+                .with_context(|| format!("revoking token {id}"))?;
             println!("token {id} revoked");
         }
     }
@@ -262,7 +299,13 @@ fn seed_demo(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<()> {
         },
         now,
     )?;
-    store.decide(a.id, AnnouncementStatus::Approved, "demo-approver", "demo", now)?;
+    store.decide(
+        a.id,
+        AnnouncementStatus::Approved,
+        "demo-approver",
+        "demo",
+        now,
+    )?;
     tracing::info!(id = a.id, "demo announcement seeded (approved)");
     Ok(())
 }
@@ -270,17 +313,25 @@ fn seed_demo(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<()> {
 fn serve(common: Common, listen: Option<String>, demo: bool) -> Result<()> {
     let mut config = load_config(&common)?;
     if let Some(l) = listen {
-        config.listen = l.parse().with_context(|| format!("--listen '{l}' is not an address like 127.0.0.1:8080"))?;
+        config.listen = l
+            .parse()
+            .with_context(|| format!("--listen '{l}' is not an address like 127.0.0.1:8080"))?;
     }
     let clock: SharedClock = Arc::new(SystemClock);
     let store = open_store(&config)?;
     let closed = store.close_abandoned_airings(clock.now())?;
     if closed > 0 {
-        tracing::warn!(closed, "airings left open by the last run were marked interrupted");
+        tracing::warn!(
+            closed,
+            "airings left open by the last run were marked interrupted"
+        );
     }
-    config
-        .install_builtin_audio()
-        .with_context(|| format!("writing built-in audio into {}", config.audio_dir().display()))?;
+    config.install_builtin_audio().with_context(|| {
+        format!(
+            "writing built-in audio into {}",
+            config.audio_dir().display()
+        )
+    })?;
     let extra: Vec<(String, String)> = if demo {
         vec![(DEMO_SCHEDULE.0.to_string(), DEMO_SCHEDULE.1.to_string())]
     } else {
@@ -304,7 +355,12 @@ async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn run(config: Config, slots: Vec<hokrajai::schedule::Slot>, store: Store, clock: SharedClock) -> Result<()> {
+async fn run(
+    config: Config,
+    slots: Vec<hokrajai::schedule::Slot>,
+    store: Store,
+    clock: SharedClock,
+) -> Result<()> {
     let listen = config.listen;
     let config = Arc::new(config);
     let planner = Planner::new(config.clone(), slots);
@@ -322,7 +378,9 @@ async fn run(config: Config, slots: Vec<hokrajai::schedule::Slot>, store: Store,
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(api::serve(
         listener,
-        AppState { runner: runner.clone() },
+        AppState {
+            runner: runner.clone(),
+        },
         shutdown_signal(stop_rx.clone()),
     ));
     let runner_task = tokio::spawn(runner.clone().run(shutdown_signal(stop_rx.clone())));
@@ -355,12 +413,14 @@ async fn run(config: Config, slots: Vec<hokrajai::schedule::Slot>, store: Store,
     }
     // Now nothing else holds the runner: stop the players, closing open airings.
     match Arc::try_unwrap(runner) {
-        Ok(r) => tokio::task::spawn_blocking(move || {
-            for p in r.into_players() {
-                p.shutdown();
-            }
-        })
-        .await?,
+        Ok(r) => {
+            tokio::task::spawn_blocking(move || {
+                for p in r.into_players() {
+                    p.shutdown();
+                }
+            })
+            .await?
+        }
         Err(r) => r.stop_all(),
     }
     tracing::info!("stopped");
@@ -389,4 +449,3 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
-

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::domain::{AirtimeStatus, AiringInfo, Announcement, AnnouncementStatus};
+use crate::domain::{AiringInfo, AirtimeStatus, Announcement, AnnouncementStatus};
 use crate::playout::{JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
 use crate::schedule::{self, Occurrence, PlanInput, PlannedAiring, Slot};
 use crate::store::{Store, StoreError};
@@ -38,7 +38,10 @@ struct StoreJournal {
 
 impl Journal for StoreJournal {
     fn started(&self, airing: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64, String> {
-        let r = self.store.airing_started(airing, started_at).map_err(|e| e.to_string());
+        let r = self
+            .store
+            .airing_started(airing, started_at)
+            .map_err(|e| e.to_string());
         self.changed.notify_waiters();
         r
     }
@@ -52,7 +55,10 @@ impl Journal for StoreJournal {
 
     fn failed(&self, airing: &AiringInfo, at: DateTime<Utc>, detail: &str) {
         tracing::warn!(output = %airing.output, announcement = airing.announcement_id, %detail, "airing failed");
-        if let Err(e) = self.store.airing_not_aired(airing, AirtimeStatus::Failed, at, detail) {
+        if let Err(e) = self
+            .store
+            .airing_not_aired(airing, AirtimeStatus::Failed, at, detail)
+        {
             tracing::error!(error = %e, "could not write failed airtime row");
         }
         self.changed.notify_waiters();
@@ -81,14 +87,25 @@ impl Planner {
                 Ok(p) => {
                     chime_ms.insert(c.clone(), p.duration_ms);
                 }
-                Err(e) => tracing::warn!(chime = %c, error = %e, "chime cannot be played; slots will start without it"),
+                Err(e) => {
+                    tracing::warn!(chime = %c, error = %e, "chime cannot be played; slots will start without it")
+                }
             }
         }
-        Planner { config, slots, chime_ms }
+        Planner {
+            config,
+            slots,
+            chime_ms,
+        }
     }
 
     /// What would air in `[from, to)`, given what has aired so far.
-    pub fn plan(&self, store: &Store, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PlannedAiring>, StoreError> {
+    pub fn plan(
+        &self,
+        store: &Store,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PlannedAiring>, StoreError> {
         let announcements = store.announcements(Some(AnnouncementStatus::Approved))?;
         let tz = self.config.timezone;
         let aired = store.aired_counts(from - chrono::Duration::days(1), tz)?;
@@ -110,11 +127,12 @@ impl Planner {
         self.slots
             .iter()
             .map(|s| {
-                let starts = schedule::occurrences(std::slice::from_ref(s), self.config.timezone, now, to)
-                    .into_iter()
-                    .take(n)
-                    .map(|o| o.start)
-                    .collect();
+                let starts =
+                    schedule::occurrences(std::slice::from_ref(s), self.config.timezone, now, to)
+                        .into_iter()
+                        .take(n)
+                        .map(|o| o.start)
+                        .collect();
                 (s.name.clone(), starts)
             })
             .collect()
@@ -182,17 +200,23 @@ impl Runner {
     }
 
     /// What would air in `[from, to)`, given what has aired so far.
-    pub fn plan(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<PlannedAiring>, StoreError> {
+    pub fn plan(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PlannedAiring>, StoreError> {
         self.planner.plan(&self.store, from, to)
     }
 
     /// Per output: the player's status and the next planned airing.
     pub fn outputs(&self) -> Vec<OutputView> {
         let now = self.clock.now();
-        let plan = self.plan(now, now + chrono::Duration::days(2)).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not plan for status");
-            Vec::new()
-        });
+        let plan = self
+            .plan(now, now + chrono::Duration::days(2))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not plan for status");
+                Vec::new()
+            });
         self.players
             .iter()
             .map(|p| OutputView {
@@ -204,7 +228,9 @@ impl Runner {
 
     fn gain_db(&self, a: &Announcement) -> f32 {
         a.loudness_lufs
-            .map(|l| (self.config.loudness_target_lufs - l).clamp(-MAX_GAIN_DOWN_DB, MAX_GAIN_UP_DB))
+            .map(|l| {
+                (self.config.loudness_target_lufs - l).clamp(-MAX_GAIN_DOWN_DB, MAX_GAIN_UP_DB)
+            })
             .unwrap_or(0.0) as f32
     }
 
@@ -215,8 +241,12 @@ impl Runner {
             return Ok(());
         };
         let tz = self.config.timezone;
-        let announcements = self.store.announcements(Some(AnnouncementStatus::Approved))?;
-        let aired = self.store.aired_counts(occ.start - chrono::Duration::days(1), tz)?;
+        let announcements = self
+            .store
+            .announcements(Some(AnnouncementStatus::Approved))?;
+        let aired = self
+            .store
+            .aired_counts(occ.start - chrono::Duration::days(1), tz)?;
         for player in &self.players {
             let output = player.name();
             if !slot.outputs.iter().any(|o| o == output) {
@@ -296,7 +326,8 @@ impl Runner {
                     continue;
                 }
                 Some(occ) => {
-                    let dispatch_at = occ.start - chrono::Duration::from_std(PREROLL).unwrap_or_default();
+                    let dispatch_at =
+                        occ.start - chrono::Duration::from_std(PREROLL).unwrap_or_default();
                     if dispatch_at <= now {
                         let start_at = occ.start.max(now);
                         if let Err(e) = self.dispatch(occ, start_at) {
@@ -307,7 +338,10 @@ impl Runner {
                         done.retain(|(_, s)| *s >= cursor);
                         continue;
                     }
-                    (dispatch_at - now).to_std().unwrap_or_default().min(MAX_SLEEP)
+                    (dispatch_at - now)
+                        .to_std()
+                        .unwrap_or_default()
+                        .min(MAX_SLEEP)
                 }
                 None => MAX_SLEEP,
             };

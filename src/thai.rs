@@ -5,7 +5,18 @@ use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 const MONTHS: [&str; 12] = [
-    "ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.",
+    "ม.ค.",
+    "ก.พ.",
+    "มี.ค.",
+    "เม.ย.",
+    "พ.ค.",
+    "มิ.ย.",
+    "ก.ค.",
+    "ส.ค.",
+    "ก.ย.",
+    "ต.ค.",
+    "พ.ย.",
+    "ธ.ค.",
 ];
 
 /// The Buddhist-era year of a Gregorian year.
@@ -36,6 +47,9 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-11-22T23:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(format_datetime(at, chrono_tz::Asia::Bangkok), "23 พ.ย. 2569 06:00:00");
+        assert_eq!(
+            format_datetime(at, chrono_tz::Asia::Bangkok),
+            "23 พ.ย. 2569 06:00:00"
+        );
     }
 }

@@ -96,7 +96,9 @@ fn csv_row(out: &mut String, r: &AirtimeEntry, tz: chrono_tz::Tz) {
         r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
         r.status.as_str().to_string(),
         r.detail.clone(),
-        r.started_at.map(|t| format_datetime(t, tz)).unwrap_or_default(),
+        r.started_at
+            .map(|t| format_datetime(t, tz))
+            .unwrap_or_default(),
     ];
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -126,7 +128,10 @@ fn csv_response(st: AppState, mut q: AirtimeQuery) -> Response {
             for r in &rows {
                 csv_row(&mut chunk, r, tz);
             }
-            if tx.blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk)))).is_err() {
+            if tx
+                .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
+                .is_err()
+            {
                 return; // the client went away
             }
             match next {
@@ -135,11 +140,15 @@ fn csv_response(st: AppState, mut q: AirtimeQuery) -> Response {
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"airtime.csv\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"airtime.csv\"",
+            ),
         ],
         Body::from_stream(stream),
     )

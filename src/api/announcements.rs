@@ -65,11 +65,16 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large_error(None);
     }
-    ApiError::bad_request("bad_form", format!("the upload form could not be read: {}", e.body_text()))
+    ApiError::bad_request(
+        "bad_form",
+        format!("the upload form could not be read: {}", e.body_text()),
+    )
 }
 
 fn too_large_error(max: Option<u64>) -> ApiError {
-    let limit = max.map(|m| format!(" (limit {} MB)", m / (1024 * 1024))).unwrap_or_default();
+    let limit = max
+        .map(|m| format!(" (limit {} MB)", m / (1024 * 1024)))
+        .unwrap_or_default();
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
@@ -105,7 +110,9 @@ async fn receive(
             .await
             .map_err(|e| io_error("writing the upload", e))?;
     }
-    file.sync_all().await.map_err(|e| io_error("saving the upload", e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| io_error("saving the upload", e))?;
     Ok(Received {
         tmp,
         sha256: hex::encode(hasher.finalize()),
@@ -150,20 +157,43 @@ pub async fn upload(
         let name = field.name().unwrap_or("").to_string();
         if name == "audio" {
             if received.is_some() {
-                return Err(ApiError::bad_request("two_files", "send one 'audio' file per announcement"));
+                return Err(ApiError::bad_request(
+                    "two_files",
+                    "send one 'audio' file per announcement",
+                ));
             }
-            received = Some(receive(&mut field, &config.data_dir.join("tmp"), config.max_upload_bytes).await?);
+            received = Some(
+                receive(
+                    &mut field,
+                    &config.data_dir.join("tmp"),
+                    config.max_upload_bytes,
+                )
+                .await?,
+            );
             continue;
         }
         const TEXT_FIELDS: [&str; 8] = [
-            "title", "script", "agency", "priority", "valid_from", "valid_until", "plays_per_day", "outputs",
+            "title",
+            "script",
+            "agency",
+            "priority",
+            "valid_from",
+            "valid_until",
+            "plays_per_day",
+            "outputs",
         ];
         if !TEXT_FIELDS.contains(&name.as_str()) {
-            return Err(ApiError::bad_request("unknown_field", format!("unknown form field '{name}'")));
+            return Err(ApiError::bad_request(
+                "unknown_field",
+                format!("unknown form field '{name}'"),
+            ));
         }
         let text = field.text().await.map_err(multipart_error)?;
         if text.len() > MAX_TEXT_FIELD_BYTES {
-            return Err(ApiError::bad_request("field_too_long", format!("'{name}' is too long")));
+            return Err(ApiError::bad_request(
+                "field_too_long",
+                format!("'{name}' is too long"),
+            ));
         }
         match name.as_str() {
             "title" => f.title = Some(text),
@@ -179,13 +209,22 @@ pub async fn upload(
 
     let title = f.title.as_deref().map(str::trim).unwrap_or("");
     if title.is_empty() {
-        return Err(ApiError::bad_request("missing_title", "กรุณาใส่ชื่อเรื่อง / a title is required"));
+        return Err(ApiError::bad_request(
+            "missing_title",
+            "กรุณาใส่ชื่อเรื่อง / a title is required",
+        ));
     }
     if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(ApiError::bad_request("title_too_long", format!("a title may be at most {MAX_TITLE_CHARS} characters")));
+        return Err(ApiError::bad_request(
+            "title_too_long",
+            format!("a title may be at most {MAX_TITLE_CHARS} characters"),
+        ));
     }
     let Some(received) = received else {
-        return Err(ApiError::bad_request("missing_audio", "กรุณาแนบไฟล์เสียง / an 'audio' file is required"));
+        return Err(ApiError::bad_request(
+            "missing_audio",
+            "กรุณาแนบไฟล์เสียง / an 'audio' file is required",
+        ));
     };
     if received.size == 0 {
         return Err(media_error(MediaError::Empty));
@@ -200,7 +239,10 @@ pub async fn upload(
     let valid_until = parse_time("valid_until", f.valid_until.as_deref())?;
     if let (Some(a), Some(b)) = (valid_from, valid_until) {
         if b <= a {
-            return Err(ApiError::bad_request("bad_validity", "valid_until must be after valid_from"));
+            return Err(ApiError::bad_request(
+                "bad_validity",
+                "valid_until must be after valid_from",
+            ));
         }
     }
     let plays_per_day = match f.plays_per_day.as_deref().map(str::trim) {
@@ -210,18 +252,28 @@ pub async fn upload(
             .ok()
             .filter(|n| (1..=MAX_PLAYS_PER_DAY).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("bad_plays_per_day", format!("plays_per_day must be a whole number from 1 to {MAX_PLAYS_PER_DAY}"))
+                ApiError::bad_request(
+                    "bad_plays_per_day",
+                    format!("plays_per_day must be a whole number from 1 to {MAX_PLAYS_PER_DAY}"),
+                )
             })?,
     };
     let known = config.output_names();
     let outputs: Vec<String> = match f.outputs.as_deref().map(str::trim) {
         None | Some("") => known.clone(),
-        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     if let Some(bad) = outputs.iter().find(|o| !known.contains(o)) {
         return Err(ApiError::bad_request(
             "unknown_output",
-            format!("unknown output '{bad}' (this box has: {})", known.join(", ")),
+            format!(
+                "unknown output '{bad}' (this box has: {})",
+                known.join(", ")
+            ),
         ));
     }
 
@@ -243,7 +295,10 @@ pub async fn upload(
     let created = if tokio::fs::try_exists(&final_path).await.unwrap_or(false) {
         false
     } else {
-        let from = tmp.0.take().ok_or_else(|| ApiError::internal("upload vanished"))?;
+        let from = tmp
+            .0
+            .take()
+            .ok_or_else(|| ApiError::internal("upload vanished"))?;
         if let Err(e) = tokio::fs::rename(&from, &final_path).await {
             let _ = tokio::fs::remove_file(&from).await;
             return Err(io_error("storing the audio", e));
@@ -315,7 +370,9 @@ pub async fn one(
     _caller: Caller,
     UrlPath(id): UrlPath<AnnouncementId>,
 ) -> Result<Json<Value>, ApiError> {
-    let (a, history) = st.db(move |s| Ok((s.announcement(id)?, s.history(id)?))).await?;
+    let (a, history) = st
+        .db(move |s| Ok((s.announcement(id)?, s.history(id)?)))
+        .await?;
     let mut v = json!(a);
     v["history"] = json!(history);
     Ok(Json(v))
@@ -328,9 +385,12 @@ pub async fn audio(
 ) -> Result<Response, ApiError> {
     let a = st.db(move |s| s.announcement(id)).await?;
     let path = st.runner.audio_path(&a.sha256);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("audio of announcement {id} at {}: {e}", path.display())))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::internal(format!(
+            "audio of announcement {id} at {}: {e}",
+            path.display()
+        ))
+    })?;
     let mime = match a.codec.as_str() {
         "mp3" => "audio/mpeg",
         "vorbis" | "opus" => "audio/ogg",
@@ -381,14 +441,24 @@ async fn decide(
                 caller.require(&[Role::Approver, Role::Admin])?;
             }
         }
-        AnnouncementStatus::Pending => return Err(ApiError::bad_request("bad_status", "cannot go back to pending")),
+        AnnouncementStatus::Pending => {
+            return Err(ApiError::bad_request(
+                "bad_status",
+                "cannot go back to pending",
+            ))
+        }
     }
     if to == AnnouncementStatus::Rejected && reason.trim().is_empty() {
-        return Err(ApiError::bad_request("missing_reason", "กรุณาระบุเหตุผล / a reason is required to reject"));
+        return Err(ApiError::bad_request(
+            "missing_reason",
+            "กรุณาระบุเหตุผล / a reason is required to reject",
+        ));
     }
     let now = st.runner.clock.now();
     let actor = caller.name.clone();
-    let a = st.db(move |s| s.decide(id, to, &actor, reason.trim(), now)).await?;
+    let a = st
+        .db(move |s| s.decide(id, to, &actor, reason.trim(), now))
+        .await?;
     tracing::info!(id, status = to.as_str(), by = %caller.name, "announcement decided");
     st.runner.replan();
     Ok(Json(json!(a)))
@@ -405,7 +475,14 @@ pub async fn approve(
     UrlPath(id): UrlPath<AnnouncementId>,
     body: Option<Json<Reason>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(st, caller, id, AnnouncementStatus::Approved, reason_of(body)).await
+    decide(
+        st,
+        caller,
+        id,
+        AnnouncementStatus::Approved,
+        reason_of(body),
+    )
+    .await
 }
 
 pub async fn reject(
@@ -414,7 +491,14 @@ pub async fn reject(
     UrlPath(id): UrlPath<AnnouncementId>,
     body: Option<Json<Reason>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(st, caller, id, AnnouncementStatus::Rejected, reason_of(body)).await
+    decide(
+        st,
+        caller,
+        id,
+        AnnouncementStatus::Rejected,
+        reason_of(body),
+    )
+    .await
 }
 
 pub async fn withdraw(
@@ -423,5 +507,12 @@ pub async fn withdraw(
     UrlPath(id): UrlPath<AnnouncementId>,
     body: Option<Json<Reason>>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(st, caller, id, AnnouncementStatus::Withdrawn, reason_of(body)).await
+    decide(
+        st,
+        caller,
+        id,
+        AnnouncementStatus::Withdrawn,
+        reason_of(body),
+    )
+    .await
 }

@@ -48,10 +48,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("ต้องใช้โทเคน / an 'Authorization: Bearer <token>' header is required"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized("ต้องใช้โทเคน / an 'Authorization: Bearer <token>' header is required")
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -63,7 +62,9 @@ where
         let info = state
             .db(move |s| s.verify_token(&token))
             .await?
-            .ok_or_else(|| unauthorized("โทเคนไม่ถูกต้องหรือถูกยกเลิก / the token is unknown or revoked"))?;
+            .ok_or_else(|| {
+                unauthorized("โทเคนไม่ถูกต้องหรือถูกยกเลิก / the token is unknown or revoked")
+            })?;
         Ok(Caller {
             token_id: info.id,
             name: info.name,

@@ -64,10 +64,22 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/api/v1/announcements/{id}", get(announcements::one))
-        .route("/api/v1/announcements/{id}/audio", get(announcements::audio))
-        .route("/api/v1/announcements/{id}/approve", post(announcements::approve))
-        .route("/api/v1/announcements/{id}/reject", post(announcements::reject))
-        .route("/api/v1/announcements/{id}/withdraw", post(announcements::withdraw))
+        .route(
+            "/api/v1/announcements/{id}/audio",
+            get(announcements::audio),
+        )
+        .route(
+            "/api/v1/announcements/{id}/approve",
+            post(announcements::approve),
+        )
+        .route(
+            "/api/v1/announcements/{id}/reject",
+            post(announcements::reject),
+        )
+        .route(
+            "/api/v1/announcements/{id}/withdraw",
+            post(announcements::withdraw),
+        )
         .route("/api/v1/airtime", get(airtime::query))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))

@@ -3,16 +3,31 @@
 //! the player reports every airing through a [`Journal`].
 //!
 //! INTERFACE CONTRACT (used by runner.rs and main.rs; keep these signatures).
+//!
+//! Every backend ends in the same place: a `cpal::Device` opened through rodio
+//! (`DeviceSinkBuilder` → `MixerDeviceSink` → `Player`), so what a test hears on the null or wav
+//! output went through the same code as what the village hears on ALSA.
+
+mod backend;
+mod pacer;
+mod player;
+mod realtime;
+mod source;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
-use crate::domain::{AirtimeStatus, AiringInfo};
+use crate::domain::{AiringInfo, AirtimeStatus};
+
+pub use backend::{backend_for, AlsaBackend, Backend, NullBackend, WavBackend, BACKENDS};
+pub use realtime::{CHANNELS, SAMPLE_RATE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,6 +35,17 @@ pub enum OutputKind {
     Alsa,
     Null,
     Wav,
+}
+
+impl OutputKind {
+    /// The name used in the config file and in the [`BACKENDS`] table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Alsa => "alsa",
+            OutputKind::Null => "null",
+            OutputKind::Wav => "wav",
+        }
+    }
 }
 
 /// A configured output, validated.
@@ -37,10 +63,21 @@ pub struct OutputSpec {
 /// Where airings are recorded. Implemented by the store; called from player threads.
 pub trait Journal: Send + Sync + 'static {
     /// The item's audio has been handed to the device at `started_at`. Returns the open row's id.
+    ///
+    /// Called on the output's player thread, right after the audio was queued on the device. On
+    /// error the audio keeps playing (it is already on air); the player logs the error and has no
+    /// row to finish, so the airing ends up unrecorded rather than cut off.
     fn started(&self, airing: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64, String>;
     /// The open row `row` ended with `status` (completed, interrupted or failed).
+    ///
+    /// Called on the output's player thread, once per row that `started` opened. It returns
+    /// nothing: an implementation that cannot write must log the failure itself; the player
+    /// carries on with the next item either way.
     fn finished(&self, row: i64, status: AirtimeStatus, ended_at: DateTime<Utc>, detail: &str);
     /// The item could not start at all (missing or undecodable file, device down): a `failed` row.
+    ///
+    /// Called on the output's player thread. Like `finished`, an implementation that cannot
+    /// write must log the failure itself.
     fn failed(&self, airing: &AiringInfo, at: DateTime<Utc>, detail: &str);
 }
 
@@ -67,12 +104,18 @@ pub struct SlotJob {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NowPlaying {
+    /// `None` while the chime plays.
     pub announcement_id: Option<i64>,
     pub title: String,
     pub slot: String,
     pub started_at: DateTime<Utc>,
 }
 
+/// What an output is doing, as its player thread last reported it.
+///
+/// When an alsa output fell back to the null device (`fallback_to_null`), `device_ok` is true
+/// (it keeps time and journals airings) but `device` says "null (fallback ...)" and
+/// `device_error` keeps the reason the real device could not be used.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputStatus {
     pub name: String,
@@ -89,24 +132,92 @@ pub enum PlayoutError {
     Stopped(String),
 }
 
+/// What the handle tells its player thread.
+enum Command {
+    Job(Box<SlotJob>),
+    StopNow,
+    Shutdown,
+}
+
 /// A running player. Dropping it does not stop the thread; call `shutdown`.
-pub struct PlayerHandle;
+///
+/// (A dropped handle lets the thread finish the jobs it already has, then it ends.)
+pub struct PlayerHandle {
+    name: String,
+    commands: Sender<Command>,
+    status: Arc<Mutex<OutputStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
 
 impl PlayerHandle {
-    pub fn spawn(_spec: OutputSpec, _clock: SharedClock, _journal: Arc<dyn Journal>) -> Self {
-        todo!("playout helper")
+    /// Start the player thread `player-<name>` for `spec`. The thread opens the device itself;
+    /// if that fails the output shows `device_ok: false` and the thread retries every few
+    /// seconds. Never fails: if even the thread cannot be started, the status says so and
+    /// `submit` returns `Stopped`.
+    pub fn spawn(spec: OutputSpec, clock: SharedClock, journal: Arc<dyn Journal>) -> Self {
+        let name = spec.name.clone();
+        let status = Arc::new(Mutex::new(OutputStatus {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            device: backend::describe(&spec),
+            device_ok: false,
+            device_error: Some("the device has not been opened yet".to_owned()),
+            now_playing: None,
+        }));
+        let (commands, receiver) = mpsc::channel();
+        let thread = player::spawn(spec, clock, journal, Arc::clone(&status), receiver);
+        PlayerHandle {
+            name,
+            commands,
+            status,
+            thread,
+        }
     }
+
+    /// The output's configured name.
     pub fn name(&self) -> &str {
-        todo!()
+        &self.name
     }
-    pub fn submit(&self, _job: SlotJob) -> Result<(), PlayoutError> {
-        todo!()
+
+    /// Queue a slot job. It starts at `start_at`, or as soon as the job before it has finished if
+    /// that is later. Errors with `Stopped` if the player thread has ended.
+    pub fn submit(&self, job: SlotJob) -> Result<(), PlayoutError> {
+        self.commands
+            .send(Command::Job(Box::new(job)))
+            .map_err(|_| PlayoutError::Stopped(self.name.clone()))
     }
+
+    /// Silence the output now: the item on air ends as `interrupted` ("stopped by operator"),
+    /// the rest of its job and any queued job already due are dropped (no rows). A job still
+    /// waiting for its start, and jobs due later, are kept. Does nothing if the thread has ended.
     pub fn stop_now(&self) {
-        todo!()
+        let _ = self.commands.send(Command::StopNow);
     }
+
+    /// The output's state, as the player thread last wrote it. Never waits for the thread.
     pub fn status(&self) -> OutputStatus {
-        todo!()
+        lock(&self.status).clone()
     }
-    pub fn shutdown(self) {}
+
+    /// Stop the thread (an item on air ends as `interrupted`, "daemon shutting down") and wait
+    /// for it to finish, which closes the device.
+    pub fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(output = %self.name, "player thread panicked before shutdown");
+            }
+        }
+    }
+}
+
+// The runner shares handles between tasks.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<PlayerHandle>();
+};
+
+/// Lock a mutex whose data stays valid even if a holder panicked (plain status data).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -30,7 +30,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("'{text}' is too long"))?;
     }
     if !num.is_empty() {
-        return Err(format!("'{text}': the number {num} has no unit (h, m or s)"));
+        return Err(format!(
+            "'{text}': the number {num} has no unit (h, m or s)"
+        ));
     }
     if total == 0 {
         return Err(format!("'{text}' is zero"));

@@ -30,7 +30,10 @@ impl AiredCounts {
         slot: &str,
         occurrence_start: DateTime<Utc>,
     ) {
-        *self.per_day.entry((id, output.to_string(), day)).or_default() += 1;
+        *self
+            .per_day
+            .entry((id, output.to_string(), day))
+            .or_default() += 1;
         self.in_occurrence
             .insert((id, output.to_string(), slot.to_string(), occurrence_start));
     }

@@ -81,7 +81,9 @@ pub fn parse_slot_file(
             .chars()
             .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(err("a name may hold letters, digits, '-' and '_' only".into()));
+            return Err(err(
+                "a name may hold letters, digits, '-' and '_' only".into()
+            ));
         }
         if out.iter().any(|s| s.name == name) {
             return Err(err("the name is used twice in this file".into()));
@@ -95,8 +97,12 @@ pub fn parse_slot_file(
         }
         let cron = cron::Schedule::from_str(&cron_expr)
             .map_err(|e| err(format!("cron '{cron_expr}' is not valid: {e}")))?;
-        let length = parse_duration(r.length.as_deref().ok_or_else(|| err("missing 'length'".into()))?)
-            .map_err(|m| err(format!("length {m}")))?;
+        let length = parse_duration(
+            r.length
+                .as_deref()
+                .ok_or_else(|| err("missing 'length'".into()))?,
+        )
+        .map_err(|m| err(format!("length {m}")))?;
         let outputs = match r.outputs {
             None => known_outputs.to_vec(),
             Some(o) if o.is_empty() => return Err(err("'outputs' is empty".into())),
@@ -140,7 +146,12 @@ pub struct Occurrence {
 
 /// Every occurrence of `slots` whose start lies in `[from, to)`, in `tz`, ordered by start then
 /// slot name (so the order never depends on file order).
-pub fn occurrences(slots: &[Slot], tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence> {
+pub fn occurrences(
+    slots: &[Slot],
+    tz: Tz,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Occurrence> {
     let mut out = Vec::new();
     // `after` is exclusive: start one second early so an occurrence exactly at `from` is kept.
     let begin = tz.from_utc_datetime(&(from - chrono::Duration::seconds(1)).naive_utc());
@@ -192,18 +203,44 @@ chime = "chime.wav"
     #[test]
     fn errors_name_file_and_slot() {
         let table = [
-            ("[[slot]]\nname='x'\ncron='0 0 6 * *'\nlength='1m'", "a.toml: slot 'x': cron"),
-            ("[[slot]]\nname='x'\ncron='0 0 99 * * *'\nlength='1m'", "a.toml: slot 'x': cron"),
-            ("[[slot]]\nname='x'\ncron='0 0 6 * * *'", "a.toml: slot 'x': missing 'length'"),
-            ("[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1q'", "a.toml: slot 'x': length"),
-            ("[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\noutputs=['radio']", "unknown output 'radio'"),
-            ("[[slot]]\ncron='0 0 6 * * *'\nlength='1m'", "a.toml: slot '#1': missing 'name'"),
-            ("[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\nchime='../etc/passwd'", "plain file name"),
-            ("[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\ncolour='red'", "a.toml: not a valid slot file"),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * *'\nlength='1m'",
+                "a.toml: slot 'x': cron",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 99 * * *'\nlength='1m'",
+                "a.toml: slot 'x': cron",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * * *'",
+                "a.toml: slot 'x': missing 'length'",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1q'",
+                "a.toml: slot 'x': length",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\noutputs=['radio']",
+                "unknown output 'radio'",
+            ),
+            (
+                "[[slot]]\ncron='0 0 6 * * *'\nlength='1m'",
+                "a.toml: slot '#1': missing 'name'",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\nchime='../etc/passwd'",
+                "plain file name",
+            ),
+            (
+                "[[slot]]\nname='x'\ncron='0 0 6 * * *'\nlength='1m'\ncolour='red'",
+                "a.toml: not a valid slot file",
+            ),
             ("[[slot]\n", "a.toml: not a valid slot file"),
         ];
         for (text, want) in table {
-            let e = parse_slot_file("a.toml", text, &outs()).unwrap_err().to_string();
+            let e = parse_slot_file("a.toml", text, &outs())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{text:?}: got {e}");
         }
     }
@@ -221,7 +258,10 @@ chime = "chime.wav"
         let occ = occurrences(&s, chrono_tz::Asia::Bangkok, from, to);
         // 06:00 in Bangkok is 23:00 UTC the day before.
         let starts: Vec<String> = occ.iter().map(|o| o.start.to_rfc3339()).collect();
-        assert_eq!(starts, ["2026-11-23T23:00:00+00:00", "2026-11-24T23:00:00+00:00"]);
+        assert_eq!(
+            starts,
+            ["2026-11-23T23:00:00+00:00", "2026-11-24T23:00:00+00:00"]
+        );
         assert_eq!(occ[0].end.to_rfc3339(), "2026-11-23T23:30:00+00:00");
         // An occurrence exactly at `from` is included.
         let occ = occurrences(&s, chrono_tz::Asia::Bangkok, occ[0].start, to);

@@ -24,7 +24,8 @@ pub struct AirtimeQuery {
 
 pub type AirtimeRow = AirtimeEntry;
 
-const COLUMNS: &str = "id, announcement_id, title, sha256, output, slot, scheduled_at, started_at, \
+const COLUMNS: &str =
+    "id, announcement_id, title, sha256, output, slot, scheduled_at, started_at, \
     ended_at, duration_ms, status, detail";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<AirtimeEntry>> {
@@ -72,7 +73,9 @@ impl Store {
         detail: &str,
     ) -> Result<()> {
         if status == AirtimeStatus::Playing {
-            return Err(StoreError::Conflict("a row cannot be closed as 'playing'".into()));
+            return Err(StoreError::Conflict(
+                "a row cannot be closed as 'playing'".into(),
+            ));
         }
         let conn = self.conn();
         let n = conn.execute(
@@ -82,7 +85,9 @@ impl Store {
             params![id, status.as_str(), ts(ended_at), detail],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!("airtime row {id} is not open")));
+            return Err(StoreError::Conflict(format!(
+                "airtime row {id} is not open"
+            )));
         }
         Ok(())
     }
@@ -96,7 +101,10 @@ impl Store {
         detail: &str,
     ) -> Result<i64> {
         if !matches!(status, AirtimeStatus::Failed | AirtimeStatus::Missed) {
-            return Err(StoreError::Conflict(format!("'{}' is not a status for an airing that did not start", status.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "'{}' is not a status for an airing that did not start",
+                status.as_str()
+            )));
         }
         let conn = self.conn();
         conn.execute(
@@ -161,7 +169,12 @@ impl Store {
              WHERE scheduled_at >= ?1 AND status IN ('completed', 'playing') AND announcement_id IS NOT NULL",
         )?;
         let rows = stmt.query_map([ts(since)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         let mut counts = AiredCounts::default();
         for row in rows {

@@ -67,7 +67,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Announcement>> {
             valid_from: parse_opt_ts(vf.clone())?,
             valid_until: parse_opt_ts(vu.clone())?,
             plays_per_day: r.get(15)?,
-            outputs: outputs.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            outputs: outputs
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
             uploaded_by: r.get(17)?,
             created_at: parse_ts(&created)?,
             decided_by: r.get(19)?,
@@ -80,7 +84,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Announcement>> {
 
 impl Store {
     /// Store a new announcement as `pending`, recording the upload in its history.
-    pub fn insert_announcement(&self, a: &NewAnnouncement, now: DateTime<Utc>) -> Result<Announcement> {
+    pub fn insert_announcement(
+        &self,
+        a: &NewAnnouncement,
+        now: DateTime<Utc>,
+    ) -> Result<Announcement> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -154,13 +162,20 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let from: String = tx
-            .query_row("SELECT status FROM announcements WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT status FROM announcements WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or(StoreError::NotFound)?;
         let from: AnnouncementStatus = from.parse().map_err(StoreError::Corrupt)?;
         let allowed = matches!(
             (from, to),
-            (Pending, Approved) | (Pending, Rejected) | (Pending, Withdrawn) | (Approved, Withdrawn)
+            (Pending, Approved)
+                | (Pending, Rejected)
+                | (Pending, Withdrawn)
+                | (Approved, Withdrawn)
         );
         if !allowed {
             return Err(StoreError::Conflict(format!(
@@ -208,7 +223,11 @@ impl Store {
     pub fn audio_in_use(&self, sha256: &str) -> Result<bool> {
         let conn = self.conn();
         Ok(conn
-            .query_row("SELECT 1 FROM announcements WHERE sha256 = ?1 LIMIT 1", [sha256], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM announcements WHERE sha256 = ?1 LIMIT 1",
+                [sha256],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }

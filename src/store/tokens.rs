@@ -26,12 +26,20 @@ fn hash(token: &str) -> String {
 
 impl Store {
     /// Make a new token for `name` with `role`; returns the token text (shown once) and its record.
-    pub fn add_token(&self, name: &str, role: Role, now: DateTime<Utc>) -> Result<(String, TokenInfo)> {
+    pub fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<(String, TokenInfo)> {
         if name.trim().is_empty() {
-            return Err(StoreError::Conflict("a token needs a name (the person or office it is for)".into()));
+            return Err(StoreError::Conflict(
+                "a token needs a name (the person or office it is for)".into(),
+            ));
         }
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| StoreError::Corrupt(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut raw)
+            .map_err(|e| StoreError::Corrupt(format!("no randomness: {e}")))?;
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
         let conn = self.conn();
         conn.execute(
@@ -71,7 +79,9 @@ impl Store {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
         rows.map(|r| to_info(r?)).collect()
     }
 

@@ -1,0 +1,237 @@
+//! The backend table (alsa, null, wav) and the one path every backend's device takes to become
+//! a playing rodio `Player`.
+
+use std::sync::{Arc, Mutex};
+
+use cpal::traits::{DeviceTrait, HostTrait};
+use rodio::{DeviceSinkBuilder, MixerDeviceSink, Player};
+
+use super::realtime::RealtimeDevice;
+use super::{lock, OutputKind, OutputSpec};
+
+/// One kind of output: knows how to find the cpal device an [`OutputSpec`] names. Opening it,
+/// mixing and playing are the same for every kind.
+pub trait Backend: Send + Sync {
+    /// The cpal device for `spec`, found but not yet opened.
+    ///
+    /// Called on the output's player thread, every time the player (re)opens its device, never
+    /// on a hot path. Errors: a sentence naming the device (e.g. "no ALSA output device named
+    /// 'tower'"), which the player logs and shows in the output's status before retrying.
+    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String>;
+}
+
+/// The system's sound cards, through cpal's default host (ALSA on Linux).
+pub struct AlsaBackend;
+
+/// Discards the audio, in real time. Demo runs, tests, and a box whose sound card died.
+pub struct NullBackend;
+
+/// Writes the audio to a 16-bit 48 kHz stereo WAV file (`device` = path), in real time.
+pub struct WavBackend;
+
+/// Every output kind, by the name the config uses. Adding a kind is one file and one row.
+pub static BACKENDS: &[(&str, &dyn Backend)] = &[
+    ("alsa", &AlsaBackend),
+    ("null", &NullBackend),
+    ("wav", &WavBackend),
+];
+
+/// The backend for `kind` from [`BACKENDS`].
+pub fn backend_for(kind: OutputKind) -> Option<&'static dyn Backend> {
+    BACKENDS
+        .iter()
+        .find(|(name, _)| *name == kind.as_str())
+        .map(|(_, backend)| *backend)
+}
+
+impl Backend for AlsaBackend {
+    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
+        let host = system_host()?;
+        let wanted = spec.device.as_deref().unwrap_or("default");
+        if wanted == "default" {
+            return host
+                .default_output_device()
+                .ok_or_else(|| "there is no default ALSA output device".to_owned());
+        }
+        // cpal cannot open a PCM by name; it lists devices whose id is the PCM name. Ask by id
+        // first (cpal canonicalises "hw:0" forms), then compare ids and names by hand.
+        if let Some(device) = host.device_by_id(&cpal::DeviceId::new(host.id(), wanted)) {
+            return Ok(device);
+        }
+        let devices = host
+            .output_devices()
+            .map_err(|e| format!("cannot list ALSA output devices: {e}"))?;
+        let mut seen = Vec::new();
+        for device in devices {
+            let id = device.id().map(|id| id.id().to_owned()).ok();
+            let name = device.description().map(|d| d.name().to_owned()).ok();
+            if id.as_deref() == Some(wanted) || name.as_deref() == Some(wanted) {
+                return Ok(device);
+            }
+            if let Some(id) = id {
+                seen.push(id);
+            }
+        }
+        let seen = if seen.is_empty() {
+            "none".to_owned()
+        } else {
+            seen.join(", ")
+        };
+        Err(format!(
+            "no ALSA output device named '{wanted}' (devices found: {seen})"
+        ))
+    }
+}
+
+/// ALSA, asked for explicitly so a broken ALSA setup is an error and not a panic inside
+/// `cpal::default_host()`.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "netbsd"
+))]
+fn system_host() -> Result<cpal::Host, String> {
+    cpal::host_from_id(cpal::HostId::Alsa).map_err(|e| format!("ALSA is not available: {e}"))
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "netbsd"
+)))]
+fn system_host() -> Result<cpal::Host, String> {
+    Ok(cpal::default_host())
+}
+
+impl Backend for NullBackend {
+    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
+        Ok(RealtimeDevice::null(&spec.name).into_cpal())
+    }
+}
+
+impl Backend for WavBackend {
+    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
+        match spec.device.as_deref() {
+            Some(path) if !path.is_empty() => {
+                Ok(RealtimeDevice::wav(&spec.name, path.into()).into_cpal())
+            }
+            _ => Err(format!(
+                "output '{}' is a wav output without a file path (device = \"...\")",
+                spec.name
+            )),
+        }
+    }
+}
+
+/// What the status shows as the output's device.
+pub(super) fn describe(spec: &OutputSpec) -> String {
+    match (spec.kind, spec.device.as_deref()) {
+        (OutputKind::Alsa, None) => "default".to_owned(),
+        (OutputKind::Null, _) => "null".to_owned(),
+        (_, Some(device)) => device.to_owned(),
+        (OutputKind::Wav, None) => "(no file)".to_owned(),
+    }
+}
+
+/// An open device with its player. Dropping it closes the device.
+pub(super) struct OpenOutput {
+    /// Declared before `sink` so it is dropped first: its sounds stop before the stream goes.
+    pub player: Player,
+    pub sink: MixerDeviceSink,
+    /// What the status shows as the device.
+    pub description: String,
+    /// Set when the alsa device could not be used and this is the null device instead.
+    pub fallback_reason: Option<String>,
+    /// Set by the stream's error callback (on the audio thread) when the device is gone.
+    fatal: Arc<Mutex<Option<String>>>,
+}
+
+impl OpenOutput {
+    /// The error that killed the stream, if one did.
+    pub fn fatal_error(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    /// Silence whatever is playing right away. A fresh `Player` replaces the old one: dropping a
+    /// player stops its sounds at the next 5 ms check without waiting on the audio thread (rodio's
+    /// `clear` and an `append` after `stop` both block until the audio thread has caught up).
+    pub fn silence(&mut self) {
+        self.player.stop();
+        self.player = Player::connect_new(self.sink.mixer());
+    }
+}
+
+/// Open `spec`'s device through rodio; with `fallback_to_null`, fall back to the null device
+/// (with a warning) when the configured one cannot be found or opened. Player thread only.
+pub(super) fn open(spec: &OutputSpec) -> Result<OpenOutput, String> {
+    let backend = backend_for(spec.kind)
+        .ok_or_else(|| format!("no backend for output kind '{}'", spec.kind.as_str()))?;
+    match open_with(backend, spec) {
+        Ok(output) => Ok(output),
+        Err(error) if spec.fallback_to_null && spec.kind != OutputKind::Null => {
+            tracing::warn!(
+                output = %spec.name,
+                %error,
+                "ใช้อุปกรณ์เสียงไม่ได้ จะเล่นแบบไม่มีเสียงออกแทน / device unusable, \
+                 falling back to the null output (nobody will hear this output)"
+            );
+            let mut output = open_with(&NullBackend, spec)?;
+            output.description = format!("null (fallback for {})", describe(spec));
+            output.fallback_reason = Some(error);
+            Ok(output)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn open_with(backend: &dyn Backend, spec: &OutputSpec) -> Result<OpenOutput, String> {
+    let device = backend.device(spec)?;
+    let fatal = Arc::new(Mutex::new(None));
+    let on_error = {
+        let fatal = Arc::clone(&fatal);
+        let output = spec.name.clone();
+        move |error: cpal::Error| on_stream_error(&output, &fatal, error)
+    };
+    let mut sink = DeviceSinkBuilder::from_device(device)
+        .map_err(|e| format!("cannot configure {}: {}", describe(spec), chain(&e)))?
+        .with_error_callback(on_error)
+        .open_stream()
+        .map_err(|e| format!("cannot open {}: {}", describe(spec), chain(&e)))?;
+    // We log the close ourselves; rodio would print to stderr.
+    sink.log_on_drop(false);
+    let player = Player::connect_new(sink.mixer());
+    Ok(OpenOutput {
+        player,
+        sink,
+        description: describe(spec),
+        fallback_reason: None,
+        fatal,
+    })
+}
+
+/// Runs on the audio thread: remember errors that mean the device is gone, log the rest.
+fn on_stream_error(output: &str, fatal: &Mutex<Option<String>>, error: cpal::Error) {
+    use cpal::ErrorKind;
+    match error.kind() {
+        ErrorKind::DeviceNotAvailable | ErrorKind::StreamInvalidated => {
+            tracing::error!(output, %error, "audio stream failed");
+            lock(fatal).get_or_insert_with(|| error.to_string());
+        }
+        ErrorKind::Xrun => tracing::debug!(output, %error, "audio underrun"),
+        _ => tracing::warn!(output, %error, "audio stream error"),
+    }
+}
+
+/// An error and its sources, one sentence ("cannot open: Error opening the stream: no such file").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
