@@ -4,7 +4,10 @@
 
 mod airtime;
 mod announcements;
+mod audit;
 mod auth;
+mod console;
+mod emergency;
 mod error;
 mod status;
 
@@ -81,6 +84,13 @@ pub fn router(state: AppState) -> Router {
             post(announcements::withdraw),
         )
         .route("/api/v1/airtime", get(airtime::query))
+        .route("/api/v1/airtime/export", get(audit::export))
+        .route("/api/v1/audit/report", get(audit::report))
+        .route("/api/v1/calendar", get(status::calendar))
+        .route("/api/v1/emergency", post(emergency::trigger))
+        .route("/api/v1/playout/stop", post(emergency::stop))
+        .route("/", get(console::index))
+        .route("/assets/{*path}", get(console::asset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .with_state(state)

@@ -120,3 +120,8 @@ pub async fn plan(
         .collect();
     Ok(Json(json!({"from": from, "to": to, "airings": items})))
 }
+
+/// Holidays, working days and quiet hours for the console's week view (issue #7).
+pub async fn calendar(_caller: Caller) -> Result<Json<Value>, ApiError> {
+    Err(ApiError::not_found("not implemented yet"))
+}
