@@ -389,12 +389,21 @@ async fn run(
         tracing::debug!(error = %e, "no systemd notify socket");
     }
     if let Some(every) = sd_notify::watchdog_enabled() {
+        // Fed only while the runner and every player thread are going round their loops: a hung
+        // player stops the pings and systemd restarts the service.
         let mut rx = stop_rx.clone();
+        let watched = runner.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every / 2);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                    _ = tick.tick() => {
+                        if watched.healthy() {
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            tracing::error!("a playout loop is not responding; not feeding the watchdog");
+                        }
+                    }
                     _ = rx.changed() => break,
                 }
             }

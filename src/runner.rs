@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::{AiringInfo, AirtimeStatus, Announcement, AnnouncementStatus};
-use crate::playout::{JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
+use crate::playout::{Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
 use crate::schedule::{self, Occurrence, PlanInput, PlannedAiring, Slot};
 use crate::store::{Store, StoreError};
 
@@ -147,6 +147,7 @@ pub struct Runner {
     pub clock: SharedClock,
     players: Vec<PlayerHandle>,
     replan: Arc<Notify>,
+    heartbeat: Heartbeat,
     pub started_at: DateTime<Utc>,
 }
 
@@ -179,8 +180,20 @@ impl Runner {
             clock,
             players,
             replan,
+            heartbeat: Heartbeat::default(),
             started_at,
         }
+    }
+
+    /// Is every loop that must never hang still going round? (The runner wakes at least every
+    /// `MAX_SLEEP`; each player at least every quarter second.) Feeds the systemd watchdog.
+    pub fn healthy(&self) -> bool {
+        let runner_ok = self.heartbeat.age() < MAX_SLEEP * 2;
+        let players_ok = self
+            .players
+            .iter()
+            .all(|p| p.heartbeat_age() < Duration::from_secs(10));
+        runner_ok && players_ok
     }
 
     /// Tell the runner the plan may have changed (approval, withdrawal, new upload).
@@ -311,6 +324,7 @@ impl Runner {
         let mut cursor = self.clock.now() - chrono::Duration::from_std(longest).unwrap_or_default();
         let mut done: HashSet<(String, DateTime<Utc>)> = HashSet::new();
         loop {
+            self.heartbeat.beat();
             let now = self.clock.now();
             let next = schedule::occurrences(
                 slots,

@@ -147,6 +147,34 @@ pub struct PlayerHandle {
     commands: Sender<Command>,
     status: Arc<Mutex<OutputStatus>>,
     thread: Option<JoinHandle<()>>,
+    heartbeat: Heartbeat,
+}
+
+/// Proof of life from a loop that must never hang: the loop calls `beat`, a watchdog reads
+/// `age`. Cheap (one atomic store) and safe from any thread.
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<(std::time::Instant, std::sync::atomic::AtomicU64)>);
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat(Arc::new((
+            std::time::Instant::now(),
+            std::sync::atomic::AtomicU64::new(0),
+        )))
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let ms = self.0 .0.elapsed().as_millis() as u64;
+        self.0 .1.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last beat (since creation if none yet).
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.0 .1.load(std::sync::atomic::Ordering::Relaxed));
+        self.0 .0.elapsed().saturating_sub(last)
+    }
 }
 
 impl PlayerHandle {
@@ -165,13 +193,28 @@ impl PlayerHandle {
             now_playing: None,
         }));
         let (commands, receiver) = mpsc::channel();
-        let thread = player::spawn(spec, clock, journal, Arc::clone(&status), receiver);
+        let heartbeat = Heartbeat::default();
+        let thread = player::spawn(
+            spec,
+            clock,
+            journal,
+            Arc::clone(&status),
+            receiver,
+            heartbeat.clone(),
+        );
         PlayerHandle {
             name,
             commands,
             status,
             thread,
+            heartbeat,
         }
+    }
+
+    /// How long since the player thread last went round its loop (it does at least every
+    /// quarter second while alive, whether idle, waiting or playing).
+    pub fn heartbeat_age(&self) -> Duration {
+        self.heartbeat.age()
     }
 
     /// The output's configured name.

@@ -38,6 +38,7 @@ pub(super) fn spawn(
     journal: Arc<dyn Journal>,
     status: Arc<Mutex<OutputStatus>>,
     commands: Receiver<Command>,
+    heartbeat: super::Heartbeat,
 ) -> Option<JoinHandle<()>> {
     let name = spec.name.clone();
     let thread_status = Arc::clone(&status);
@@ -55,6 +56,7 @@ pub(super) fn spawn(
                 device_error: None,
                 next_retry: Instant::now(),
                 orphaned: false,
+                heartbeat,
             };
             if catch_unwind(AssertUnwindSafe(|| worker.run())).is_err() {
                 // A bug, not a device: say so where the operator looks, keep other outputs going.
@@ -107,6 +109,8 @@ struct Worker {
     next_retry: Instant,
     /// The handle is gone: finish what is queued, then end.
     orphaned: bool,
+    /// Beaten on every pass through `listen`, which every wait and the play loop go through.
+    heartbeat: super::Heartbeat,
 }
 
 impl Worker {
@@ -144,6 +148,7 @@ impl Worker {
     /// Wait up to `timeout` for a command. Jobs are queued; stop and shutdown come back as
     /// `Err` for the caller to act on.
     fn listen(&mut self, timeout: Duration) -> Result<(), Interrupt> {
+        self.heartbeat.beat();
         if self.orphaned {
             std::thread::sleep(timeout);
             return Ok(());
