@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(status::healthz))
         .route("/api/v1/status", get(status::status))
+        .route("/api/v1/whoami", get(status::whoami))
         .route("/api/v1/slots", get(status::slots))
         .route("/api/v1/plan", get(status::plan))
         .route(

@@ -32,6 +32,11 @@ pub(super) fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<
         .transpose()
 }
 
+/// Who the token belongs to, so a console can show the right actions.
+pub async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({"name": caller.name, "role": caller.role}))
+}
+
 pub async fn status(State(st): State<AppState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
     let runner = st.runner.clone();
     let outputs = tokio::task::spawn_blocking(move || runner.outputs())
