@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::playout::{OutputKind, OutputSpec};
+use crate::playout::{AmpControl, OutputKind, OutputSpec};
 use crate::schedule::{parse_duration, parse_slot_file, ScheduleError, Slot};
 
 /// Slot files shipped in `schedules/`, used when no `schedules_dir` is configured.
@@ -63,6 +63,9 @@ struct RawOutput {
     name: Option<String>,
     kind: Option<String>,
     device: Option<String>,
+    amp_on: Option<Vec<String>>,
+    amp_off: Option<Vec<String>>,
+    amp_preroll: Option<String>,
 }
 
 /// Where slot files come from.
@@ -170,6 +173,7 @@ impl Config {
                     kind: OutputKind::Alsa,
                     device: Some("default".into()),
                     fallback_to_null: true,
+                    amp: None,
                 })
                 .collect()
         } else {
@@ -213,11 +217,42 @@ impl Config {
                     OutputKind::Alsa => Some(o.device.unwrap_or_else(|| "default".into())),
                     OutputKind::Null => o.device,
                 };
+                let amp = match (o.amp_on, o.amp_off) {
+                    (None, None) => None,
+                    (on, off) => {
+                        let on = on.unwrap_or_default();
+                        let off = off.unwrap_or_default();
+                        if on.is_empty() && off.is_empty() {
+                            None
+                        } else {
+                            if on.first().is_some_and(|c| c.trim().is_empty())
+                                || off.first().is_some_and(|c| c.trim().is_empty())
+                            {
+                                return Err(invalid(format!(
+                                    "output '{name}': amp_on/amp_off must name a program first, e.g. [\"/usr/local/bin/amp\", \"on\"]"
+                                )));
+                            }
+                            let preroll = match o.amp_preroll.as_deref() {
+                                None => Duration::from_secs(3),
+                                Some(p) => parse_duration(p).map_err(|m| {
+                                    invalid(format!("output '{name}': amp_preroll {m}"))
+                                })?,
+                            };
+                            if preroll > Duration::from_secs(120) {
+                                return Err(invalid(format!(
+                                    "output '{name}': amp_preroll may be at most 2m"
+                                )));
+                            }
+                            Some(AmpControl { on, off, preroll })
+                        }
+                    }
+                };
                 outs.push(OutputSpec {
                     name,
                     kind,
                     device,
                     fallback_to_null: false,
+                    amp,
                 });
             }
             outs

@@ -308,6 +308,7 @@ impl Runner {
                 chime,
                 items,
                 pause: self.config.pause,
+                outro: None,
             };
             if let Err(e) = player.submit(job) {
                 tracing::error!(%output, error = %e, "player did not take the job");

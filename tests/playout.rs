@@ -188,6 +188,7 @@ fn job(
         chime,
         items,
         pause,
+        outro: None,
     }
 }
 
@@ -197,6 +198,7 @@ fn spec(name: &str, kind: OutputKind, device: Option<&str>) -> OutputSpec {
         kind,
         device: device.map(str::to_owned),
         fallback_to_null: false,
+        amp: None,
     }
 }
 

@@ -58,6 +58,31 @@ pub struct OutputSpec {
     /// When an alsa device cannot be opened, play on a real-time null device instead (with a
     /// warning). Set for the embedded default config only.
     pub fallback_to_null: bool,
+    /// Amplifier power control, if the output has one.
+    pub amp: Option<AmpControl>,
+}
+
+/// Commands that power an output's amplifier on before a slot and off after it. Each is an argv
+/// array run without a shell; a failure is logged and never stops playout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AmpControl {
+    pub on: Vec<String>,
+    pub off: Vec<String>,
+    /// How long before the first sound `on` runs.
+    pub preroll: Duration,
+}
+
+/// An emergency: stop what plays now (its row `interrupted`), the alert tone, then the message
+/// `repeat` times (each repetition an airing with slot "emergency"), then the schedule resumes;
+/// the interrupted item airs again later in its slot if it still fits.
+#[derive(Debug, Clone)]
+pub struct EmergencyJob {
+    /// The alert tone (`audio/alert.wav`); not logged as an airing.
+    pub alert: Option<PathBuf>,
+    pub item: JobItem,
+    pub repeat: u32,
+    /// When the API accepted the request (for latency figures).
+    pub accepted_at: DateTime<Utc>,
 }
 
 /// Where airings are recorded. Implemented by the store; called from player threads.
@@ -100,6 +125,8 @@ pub struct SlotJob {
     pub chime: Option<PathBuf>,
     pub items: Vec<JobItem>,
     pub pause: Duration,
+    /// Played after the last item, if the slot has one.
+    pub outro: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
