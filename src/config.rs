@@ -11,11 +11,18 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::playout::{AmpControl, OutputKind, OutputSpec};
-use crate::schedule::{parse_duration, parse_slot_file, ScheduleError, Slot};
+use crate::schedule::{
+    parse_duration, parse_slot_file, Calendar, PlayRules, QuietHours, ScheduleError, Slot,
+    Timetable,
+};
 
 /// Slot files shipped in `schedules/`, used when no `schedules_dir` is configured.
 pub const EMBEDDED_SCHEDULES: &[(&str, &str)] =
     &[("default.toml", include_str!("../schedules/default.toml"))];
+
+/// Thai public holidays shipped in `schedules/holidays.toml`, used when the schedules dir has no
+/// `holidays.toml` of its own.
+pub const EMBEDDED_HOLIDAYS: &str = include_str!("../schedules/holidays.toml");
 
 /// The demo slot `--demo` adds: every minute, on the minute.
 pub const DEMO_SCHEDULE: (&str, &str) = ("demo.toml", include_str!("../schedules/demo.toml"));
@@ -53,6 +60,8 @@ struct RawConfig {
     max_upload_mb: Option<u64>,
     loudness_target_lufs: Option<f64>,
     pause: Option<String>,
+    quiet_hours: Option<Vec<String>>,
+    min_gap: Option<String>,
     #[serde(default)]
     output: Vec<RawOutput>,
 }
@@ -89,6 +98,10 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub loudness_target_lufs: f64,
     pub pause: Duration,
+    /// Nothing but an emergency airs inside these local times.
+    pub quiet_hours: QuietHours,
+    /// Least time between two airings of the same item on one output.
+    pub min_gap: Option<Duration>,
     pub outputs: Vec<OutputSpec>,
 }
 
@@ -163,6 +176,13 @@ impl Config {
             Some(p) if p.trim() == "0s" || p.trim() == "0" => Duration::ZERO,
             Some(p) => parse_duration(&p).map_err(|m| invalid(format!("pause {m}")))?,
         };
+
+        let quiet_hours =
+            QuietHours::parse(&raw.quiet_hours.unwrap_or_default()).map_err(invalid)?;
+        let min_gap = raw
+            .min_gap
+            .map(|g| parse_duration(&g).map_err(|m| invalid(format!("min_gap {m}"))))
+            .transpose()?;
 
         let outputs = if raw.output.is_empty() {
             // The embedded default: the machine's default ALSA device, or a real-time null output.
@@ -273,6 +293,8 @@ impl Config {
             max_upload_bytes: max_mb * 1024 * 1024,
             loudness_target_lufs,
             pause,
+            quiet_hours,
+            min_gap,
             outputs,
         })
     }
@@ -330,6 +352,52 @@ impl Config {
         Ok(all)
     }
 
+    /// The holidays: `holidays.toml` in the schedules dir if there is one, else the shipped file.
+    pub fn load_calendar(&self) -> Result<Calendar, ConfigError> {
+        if let ScheduleSource::Dir(dir) = &self.schedules {
+            let p = dir.join("holidays.toml");
+            if p.is_file() {
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError::SchedulesDir {
+                    path: dir.clone(),
+                    message: format!("{}: {e}", p.display()),
+                })?;
+                return Ok(Calendar::parse(&p.display().to_string(), &text)?);
+            }
+        }
+        Ok(Calendar::parse(
+            "holidays.toml (shipped)",
+            EMBEDDED_HOLIDAYS,
+        )?)
+    }
+
+    /// Slots, holidays, quiet hours and zone, validated together: a slot that would run into
+    /// quiet hours is an error.
+    pub fn load_timetable(
+        &self,
+        extra: &[(String, String)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Timetable, ConfigError> {
+        let tt = Timetable {
+            slots: self.load_slots(extra)?,
+            calendar: self.load_calendar()?,
+            quiet: self.quiet_hours.clone(),
+            tz: self.timezone,
+        };
+        if let Some(e) = tt.quiet_hour_conflicts(now).into_iter().next() {
+            return Err(e.into());
+        }
+        Ok(tt)
+    }
+
+    /// How items are laid out in a slot, given the measured length of each chime/outro file.
+    pub fn play_rules(&self, chime_ms: std::collections::BTreeMap<String, u64>) -> PlayRules {
+        PlayRules {
+            chime_ms,
+            pause: self.pause,
+            min_gap: self.min_gap,
+        }
+    }
+
     /// The folder chimes are read from.
     pub fn audio_dir(&self) -> PathBuf {
         self.audio_dir
@@ -361,7 +429,7 @@ impl Config {
         let dir = self.audio_dir();
         let mut missing = BTreeMap::new();
         for s in slots {
-            if let Some(c) = &s.chime {
+            for c in s.chime.iter().chain(s.outro.iter()) {
                 let present = dir.join(c).is_file()
                     || (self.audio_dir.is_none() && EMBEDDED_AUDIO.iter().any(|(n, _)| n == c));
                 if !present {
@@ -404,6 +472,8 @@ mod tests {
                 "configured twice",
             ),
             ("[[output]]\nname='../x'", "output name"),
+            ("quiet_hours = ['9pm-5am']", "quiet hours '9pm-5am'"),
+            ("min_gap = 'often'", "min_gap"),
         ];
         for (text, want) in table {
             let e = Config::from_toml_str(text, Some(Path::new("/etc/h.toml")))

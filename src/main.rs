@@ -156,8 +156,9 @@ fn main() -> Result<()> {
 
 fn check(common: Common) -> Result<()> {
     let config = load_config(&common)?;
-    let slots = config.load_slots(&[])?;
-    let missing = config.missing_chimes(&slots);
+    let now = SystemClock.now();
+    let timetable = config.load_timetable(&[], now)?;
+    let missing = config.missing_chimes(&timetable.slots);
     if !missing.is_empty() {
         let list: Vec<String> = missing
             .iter()
@@ -169,26 +170,24 @@ fn check(common: Common) -> Result<()> {
             list.join("; ")
         );
     }
-    let now = SystemClock.now();
     let tz = config.timezone;
     println!(
-        "config OK: {} ({} outputs, {} slots, zone {})",
+        "config OK: {} ({} outputs, {} slots, {} holidays, zone {})",
         config
             .source
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "embedded default".into()),
         config.outputs.len(),
-        slots.len(),
+        timetable.slots.len(),
+        timetable.calendar.len(),
         tz.name()
     );
-    let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
-    let planner = Planner::new(Arc::new(config), slots);
+    let planner = Planner::new(Arc::new(config), timetable);
     for (name, starts) in planner.next_starts(now, 3) {
         let s: Vec<String> = starts.iter().map(|t| format_datetime(*t, tz)).collect();
         println!("  {name:<12} next: {}", s.join(" | "));
     }
-    debug_assert_eq!(names.len(), planner.slots.len());
     Ok(())
 }
 
@@ -198,10 +197,10 @@ fn plan(common: Common, from: &str, to: &str, json: bool) -> Result<()> {
     if to <= from {
         bail!("--to must be after --from");
     }
-    let slots = config.load_slots(&[])?;
+    let timetable = config.load_timetable(&[], SystemClock.now())?;
     let store = open_store(&config)?;
     let tz = config.timezone;
-    let planner = Planner::new(Arc::new(config), slots);
+    let planner = Planner::new(Arc::new(config), timetable);
     let plan = planner.plan(&store, from, to)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -337,8 +336,8 @@ fn serve(common: Common, listen: Option<String>, demo: bool) -> Result<()> {
     } else {
         Vec::new()
     };
-    let slots = config.load_slots(&extra)?;
-    for (slot, chime) in config.missing_chimes(&slots) {
+    let timetable = config.load_timetable(&extra, clock.now())?;
+    for (slot, chime) in config.missing_chimes(&timetable.slots) {
         tracing::warn!(%slot, %chime, "chime file not found; the slot starts without it");
     }
     if demo {
@@ -348,7 +347,7 @@ fn serve(common: Common, listen: Option<String>, demo: bool) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(config, slots, store, clock))
+    rt.block_on(run(config, timetable, store, clock))
 }
 
 async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
@@ -357,13 +356,13 @@ async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
 
 async fn run(
     config: Config,
-    slots: Vec<hokrajai::schedule::Slot>,
+    timetable: hokrajai::schedule::Timetable,
     store: Store,
     clock: SharedClock,
 ) -> Result<()> {
     let listen = config.listen;
     let config = Arc::new(config);
-    let planner = Planner::new(config.clone(), slots);
+    let planner = Planner::new(config.clone(), timetable);
     let runner = Arc::new(Runner::start(planner, store, clock));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -16,8 +16,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::{AiringInfo, AirtimeStatus, Announcement, AnnouncementStatus};
 use crate::playout::{Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
-use crate::schedule::{self, Occurrence, PlanInput, PlannedAiring, Slot};
-use crate::store::{Store, StoreError};
+use crate::schedule::{self, DayPlan, Occurrence, PlanInput, PlannedAiring, PlayRules, Timetable};
+use crate::store::{AirtimeQuery, Store, StoreError};
 
 /// How long before a slot the job is handed to the player (the device is already open; this
 /// only leaves room for the player to be waiting on the instant).
@@ -26,6 +26,8 @@ const PREROLL: Duration = Duration::from_secs(2);
 const LOOKAHEAD_DAYS: i64 = 8;
 /// The longest single sleep: a wall-clock jump (NTP) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The alert tone played before an emergency message (in the audio dir).
+pub const ALERT: &str = "alert.wav";
 /// Gain is never raised or cut by more than this to reach the loudness target.
 const MAX_GAIN_UP_DB: f64 = 12.0;
 const MAX_GAIN_DOWN_DB: f64 = 24.0;
@@ -65,37 +67,42 @@ impl Journal for StoreJournal {
     }
 }
 
-/// The configuration the plan depends on: slots, their chimes' lengths, the pause. Used by the
-/// runner and, without any player, by `hokrajai plan`.
+/// The configuration the plan depends on: the timetable, the chimes' lengths, the pause. Used
+/// by the runner and, without any player, by `hokrajai plan`.
 pub struct Planner {
     pub config: Arc<Config>,
-    pub slots: Vec<Slot>,
-    chime_ms: BTreeMap<String, u64>,
+    pub timetable: Timetable,
+    pub rules: PlayRules,
 }
 
 impl Planner {
-    /// Measure each chime the slots use (a chime that cannot be decoded is left out, with a
-    /// warning, and its slots start without it).
-    pub fn new(config: Arc<Config>, slots: Vec<Slot>) -> Self {
+    /// Measure each chime and outro the slots use (one that cannot be decoded is left out, with
+    /// a warning, and its slots play without it).
+    pub fn new(config: Arc<Config>, timetable: Timetable) -> Self {
         let audio_dir = config.audio_dir();
         let mut chime_ms = BTreeMap::new();
-        for c in slots.iter().filter_map(|s| s.chime.as_ref()) {
-            if chime_ms.contains_key(c) {
-                continue;
-            }
-            match crate::media::probe(&audio_dir.join(c)) {
+        let files = timetable
+            .slots
+            .iter()
+            .flat_map(|s| s.chime.iter().chain(s.outro.iter()))
+            .chain(std::iter::once(&ALERT.to_string()))
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>();
+        for c in files {
+            match crate::media::probe(&audio_dir.join(&c)) {
                 Ok(p) => {
-                    chime_ms.insert(c.clone(), p.duration_ms);
+                    chime_ms.insert(c, p.duration_ms);
                 }
                 Err(e) => {
-                    tracing::warn!(chime = %c, error = %e, "chime cannot be played; slots will start without it")
+                    tracing::warn!(file = %c, error = %e, "chime/outro cannot be played; slots will go without it")
                 }
             }
         }
+        let rules = config.play_rules(chime_ms);
         Planner {
             config,
-            slots,
-            chime_ms,
+            timetable,
+            rules,
         }
     }
 
@@ -107,35 +114,41 @@ impl Planner {
         to: DateTime<Utc>,
     ) -> Result<Vec<PlannedAiring>, StoreError> {
         let announcements = store.announcements(Some(AnnouncementStatus::Approved))?;
-        let tz = self.config.timezone;
-        let aired = store.aired_counts(from - chrono::Duration::days(1), tz)?;
+        let aired = store.aired_counts(from - chrono::Duration::days(1), self.timetable.tz)?;
         Ok(schedule::plan(PlanInput {
-            slots: &self.slots,
-            tz,
+            timetable: &self.timetable,
+            rules: &self.rules,
             from,
             to,
             announcements: &announcements,
             aired,
-            chime_ms: &self.chime_ms,
-            pause: self.config.pause,
         }))
     }
 
     /// The next `n` starts of each slot after `now`.
     pub fn next_starts(&self, now: DateTime<Utc>, n: usize) -> Vec<(String, Vec<DateTime<Utc>>)> {
         let to = now + chrono::Duration::days(LOOKAHEAD_DAYS);
-        self.slots
+        self.timetable
+            .slots
             .iter()
             .map(|s| {
-                let starts =
-                    schedule::occurrences(std::slice::from_ref(s), self.config.timezone, now, to)
-                        .into_iter()
-                        .take(n)
-                        .map(|o| o.start)
-                        .collect();
+                let starts = self
+                    .timetable
+                    .slot_occurrences(s, now, to, n)
+                    .into_iter()
+                    .map(|o| o.start)
+                    .collect();
                 (s.name.clone(), starts)
             })
             .collect()
+    }
+
+    /// A file in the audio dir, if it can be played (it was measured at start).
+    pub fn sound(&self, name: &str) -> Option<PathBuf> {
+        self.rules
+            .chime_ms
+            .contains_key(name)
+            .then(|| self.config.audio_dir().join(name))
     }
 }
 
@@ -250,65 +263,48 @@ impl Runner {
     /// Hand every output of `occ` its job, starting at `start_at` (later than the occurrence
     /// start when resuming after a restart).
     fn dispatch(&self, occ: &Occurrence, start_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(slot) = self.planner.slots.iter().find(|s| s.name == occ.slot) else {
+        let tt = &self.planner.timetable;
+        let Some(slot) = tt.slot(&occ.slot) else {
             return Ok(());
         };
-        let tz = self.config.timezone;
         let announcements = self
             .store
             .announcements(Some(AnnouncementStatus::Approved))?;
         let aired = self
             .store
-            .aired_counts(occ.start - chrono::Duration::days(1), tz)?;
+            .aired_counts(occ.start - chrono::Duration::days(1), tt.tz)?;
+        let day = DayPlan::new(tt, schedule::local_day(occ.start, tt.tz));
         for player in &self.players {
             let output = player.name();
             if !slot.outputs.iter().any(|o| o == output) {
                 continue;
             }
             let planned = schedule::fill_occurrence(
+                tt,
+                &self.planner.rules,
+                &day,
                 occ,
-                slot,
                 output,
                 start_at,
                 &announcements,
                 &aired,
-                tz,
-                &self.planner.chime_ms,
-                self.config.pause,
             );
             let items = planned
                 .iter()
                 .filter_map(|p| {
                     let a = announcements.iter().find(|a| a.id == p.announcement_id)?;
-                    Some(JobItem {
-                        airing: AiringInfo {
-                            announcement_id: a.id,
-                            title: a.title.clone(),
-                            sha256: a.sha256.clone(),
-                            output: output.to_string(),
-                            slot: occ.slot.clone(),
-                            scheduled_at: occ.start,
-                        },
-                        path: self.audio_path(&a.sha256),
-                        gain_db: self.gain_db(a),
-                        duration_ms: a.duration_ms,
-                    })
+                    Some(self.job_item(a, output, &occ.slot, occ.start))
                 })
                 .collect::<Vec<_>>();
             tracing::info!(slot = %occ.slot, %output, start = %start_at, items = items.len(), "slot dispatched");
-            let chime = slot
-                .chime
-                .as_ref()
-                .filter(|c| self.planner.chime_ms.contains_key(*c))
-                .map(|c| self.config.audio_dir().join(c));
             let job = SlotJob {
                 slot: occ.slot.clone(),
                 start_at,
                 end_at: occ.end,
-                chime,
+                chime: slot.chime.as_deref().and_then(|c| self.planner.sound(c)),
                 items,
                 pause: self.config.pause,
-                outro: None,
+                outro: slot.outro.as_deref().and_then(|c| self.planner.sound(c)),
             };
             if let Err(e) = player.submit(job) {
                 tracing::error!(%output, error = %e, "player did not take the job");
@@ -317,49 +313,144 @@ impl Runner {
         Ok(())
     }
 
-    /// Run until `shutdown` resolves; then stop every player (closing open rows).
+    fn job_item(
+        &self,
+        a: &Announcement,
+        output: &str,
+        slot: &str,
+        scheduled_at: DateTime<Utc>,
+    ) -> JobItem {
+        JobItem {
+            airing: AiringInfo {
+                announcement_id: a.id,
+                title: a.title.clone(),
+                sha256: a.sha256.clone(),
+                output: output.to_string(),
+                slot: slot.to_string(),
+                scheduled_at,
+            },
+            path: self.audio_path(&a.sha256),
+            gain_db: self.gain_db(a),
+            duration_ms: a.duration_ms,
+        }
+    }
+
+    /// After the day's last occurrence on each of its outputs has ended: write a `missed` row
+    /// for every airing still owed that day, with the reason. Never twice for the same day.
+    fn record_missed(&self, occ: &Occurrence) -> Result<usize, StoreError> {
+        let tt = &self.planner.timetable;
+        let Some(slot) = tt.slot(&occ.slot) else {
+            return Ok(0);
+        };
+        let day = DayPlan::new(tt, schedule::local_day(occ.start, tt.tz));
+        let announcements = self
+            .store
+            .announcements(Some(AnnouncementStatus::Approved))?;
+        let aired = self
+            .store
+            .aired_counts(occ.start - chrono::Duration::days(1), tt.tz)?;
+        let mut written = 0;
+        for output in &slot.outputs {
+            if day.last_on(output).is_none_or(|last| last != occ) {
+                continue;
+            }
+            for m in schedule::missed_for_day(tt, &day, output, &announcements, &aired) {
+                let Some(a) = announcements.iter().find(|a| a.id == m.announcement_id) else {
+                    continue;
+                };
+                let already = self.store.airtime(&AirtimeQuery {
+                    from: Some(occ.start),
+                    to: Some(occ.start + chrono::Duration::milliseconds(1)),
+                    output: Some(output.clone()),
+                    announcement: Some(a.id),
+                    status: Some(AirtimeStatus::Missed),
+                    cursor: None,
+                    limit: 1,
+                })?;
+                if !already.0.is_empty() {
+                    continue;
+                }
+                let info = self.job_item(a, output, &occ.slot, occ.start).airing;
+                for _ in 0..m.count {
+                    self.store.airing_not_aired(
+                        &info,
+                        AirtimeStatus::Missed,
+                        occ.end,
+                        &m.reason,
+                    )?;
+                    written += 1;
+                }
+                tracing::warn!(announcement = a.id, %output, count = m.count, reason = %m.reason, "airings missed");
+            }
+        }
+        Ok(written)
+    }
+
+    /// How long before a slot its job is handed to the player: enough for the amplifier's
+    /// pre-roll plus a second, and never less than [`PREROLL`].
+    fn handover(&self) -> chrono::Duration {
+        let amp = self
+            .config
+            .outputs
+            .iter()
+            .filter_map(|o| o.amp.as_ref().map(|a| a.preroll + Duration::from_secs(1)))
+            .max()
+            .unwrap_or_default();
+        chrono::Duration::from_std(PREROLL.max(amp)).unwrap_or_default()
+    }
+
+    /// Run until `shutdown` resolves. Open airings are closed by the players' own shutdown.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let slots = &self.planner.slots;
-        let longest = slots.iter().map(|s| s.length).max().unwrap_or_default();
+        let tt = &self.planner.timetable;
+        let longest = tt.slots.iter().map(|s| s.length).max().unwrap_or_default();
         let mut cursor = self.clock.now() - chrono::Duration::from_std(longest).unwrap_or_default();
         let mut done: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+        // Occurrences whose end triggers the day's missed-airings check.
+        let mut day_ends: Vec<Occurrence> = Vec::new();
+        let handover = self.handover();
         loop {
             self.heartbeat.beat();
             let now = self.clock.now();
-            let next = schedule::occurrences(
-                slots,
-                self.config.timezone,
-                cursor,
-                now + chrono::Duration::days(LOOKAHEAD_DAYS),
-            )
-            .into_iter()
-            .find(|o| !done.contains(&(o.slot.clone(), o.start)));
-            let wait = match &next {
+            // Day-end checks that are due.
+            let (due, later): (Vec<Occurrence>, Vec<Occurrence>) =
+                day_ends.into_iter().partition(|o| o.end <= now);
+            day_ends = later;
+            for occ in due {
+                if let Err(e) = self.record_missed(&occ) {
+                    tracing::error!(slot = %occ.slot, error = %e, "could not record missed airings");
+                }
+            }
+            let next = tt
+                .occurrences(cursor, now + chrono::Duration::days(LOOKAHEAD_DAYS))
+                .into_iter()
+                .find(|o| !done.contains(&(o.slot.clone(), o.start)));
+            let mut wake = match &next {
                 Some(occ) if occ.end <= now => {
                     done.insert((occ.slot.clone(), occ.start));
                     continue;
                 }
                 Some(occ) => {
-                    let dispatch_at =
-                        occ.start - chrono::Duration::from_std(PREROLL).unwrap_or_default();
+                    let dispatch_at = occ.start - handover;
                     if dispatch_at <= now {
                         let start_at = occ.start.max(now);
                         if let Err(e) = self.dispatch(occ, start_at) {
                             tracing::error!(slot = %occ.slot, error = %e, "could not plan the slot");
                         }
+                        day_ends.push(occ.clone());
                         done.insert((occ.slot.clone(), occ.start));
                         cursor = occ.start;
                         done.retain(|(_, s)| *s >= cursor);
                         continue;
                     }
-                    (dispatch_at - now)
-                        .to_std()
-                        .unwrap_or_default()
-                        .min(MAX_SLEEP)
+                    dispatch_at
                 }
-                None => MAX_SLEEP,
+                None => now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default(),
             };
+            if let Some(first_end) = day_ends.iter().map(|o| o.end).min() {
+                wake = wake.min(first_end);
+            }
+            let wait = (wake - now).to_std().unwrap_or_default().min(MAX_SLEEP);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.replan.notified() => {}

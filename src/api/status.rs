@@ -70,6 +70,7 @@ pub async fn slots(State(st): State<AppState>, _caller: Caller) -> Json<Value> {
     let next = r.planner.next_starts(now, 3);
     let slots: Vec<Value> = r
         .planner
+        .timetable
         .slots
         .iter()
         .zip(next)
@@ -81,6 +82,9 @@ pub async fn slots(State(st): State<AppState>, _caller: Caller) -> Json<Value> {
                 "length_s": s.length.as_secs(),
                 "outputs": s.outputs,
                 "chime": s.chime,
+                "outro": s.outro,
+                "days": s.days,
+                "months": s.months,
                 "next_starts": starts,
                 "next_starts_local": starts.iter().map(|t| format_datetime(*t, tz)).collect::<Vec<_>>(),
             })
@@ -126,7 +130,60 @@ pub async fn plan(
     Ok(Json(json!({"from": from, "to": to, "airings": items})))
 }
 
-/// Holidays, working days and quiet hours for the console's week view (issue #7).
-pub async fn calendar(_caller: Caller) -> Result<Json<Value>, ApiError> {
-    Err(ApiError::not_found("not implemented yet"))
+#[derive(Deserialize)]
+pub struct CalendarQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Holidays, working days and quiet hours for a range of local dates (default: the coming
+/// week), for the console's week view.
+pub async fn calendar(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<CalendarQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tt = &st.runner.planner.timetable;
+    let today = st.runner.clock.now().with_timezone(&tt.tz).date_naive();
+    let date = |name: &str, v: Option<&str>| -> Result<Option<chrono::NaiveDate>, ApiError> {
+        v.filter(|s| !s.is_empty())
+            .map(|s| {
+                chrono::NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").map_err(
+                    |_| {
+                        ApiError::bad_request(
+                            "bad_date",
+                            format!("'{name}' must be a date like 2026-11-23, not '{s}'"),
+                        )
+                    },
+                )
+            })
+            .transpose()
+    };
+    let from = date("from", q.from.as_deref())?.unwrap_or(today);
+    let to = date("to", q.to.as_deref())?.unwrap_or(from + chrono::Duration::days(7));
+    if to < from || (to - from).num_days() > 366 {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "'to' must be after 'from' and at most a year later",
+        ));
+    }
+    let days: Vec<Value> = from
+        .iter_days()
+        .take_while(|d| *d < to)
+        .map(|d| {
+            let h = tt.calendar.holiday(d);
+            json!({
+                "date": d,
+                "weekday": chrono::Datelike::weekday(&d).number_from_monday(),
+                "working": tt.calendar.is_working_day(d),
+                "holiday": h.map(|h| h.name.clone()),
+                "holiday_en": h.map(|h| h.name_en.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "timezone": tt.tz.name(),
+        "quiet_hours": tt.quiet.ranges(),
+        "days": days,
+    })))
 }

@@ -3,10 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::calendar::{Calendar, QuietHours};
 use super::duration::parse_duration;
 
 /// A broadcast slot, validated.
@@ -21,6 +22,40 @@ pub struct Slot {
     pub outputs: Vec<String>,
     /// File name relative to the audio dir.
     pub chime: Option<String>,
+    /// Played after the last item; a file name in the audio dir.
+    pub outro: Option<String>,
+    /// Which days it runs on.
+    pub days: Days,
+    /// Only in these months (1–12); empty = every month.
+    pub months: Vec<u32>,
+    /// Only on dates inside one of these inclusive ranges; empty = any date.
+    pub dates: Vec<(NaiveDate, NaiveDate)>,
+}
+
+/// Which days a slot runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Days {
+    /// Every day.
+    Every,
+    /// Monday–Friday, not a holiday.
+    Working,
+    /// Holidays only (`holiday = true`).
+    Holidays,
+}
+
+impl Slot {
+    /// Does this slot run on the local date `date`?
+    pub fn runs_on(&self, date: NaiveDate, calendar: &Calendar) -> bool {
+        let day_ok = match self.days {
+            Days::Every => true,
+            Days::Working => calendar.is_working_day(date),
+            Days::Holidays => calendar.holiday(date).is_some(),
+        };
+        day_ok
+            && (self.months.is_empty() || self.months.contains(&date.month()))
+            && (self.dates.is_empty() || self.dates.iter().any(|(a, b)| *a <= date && date <= *b))
+    }
 }
 
 /// What is wrong with a slot file, naming the file and the slot.
@@ -51,6 +86,11 @@ struct RawSlot {
     length: Option<String>,
     outputs: Option<Vec<String>>,
     chime: Option<String>,
+    outro: Option<String>,
+    days: Option<String>,
+    holiday: Option<bool>,
+    months: Option<Vec<u32>>,
+    dates: Option<Vec<String>>,
 }
 
 /// Parse one slot file. `known_outputs` are the configured output names; a slot naming another
@@ -116,12 +156,49 @@ pub fn parse_slot_file(
                 )));
             }
         }
-        if let Some(c) = &r.chime {
-            if c.contains('/') || c.contains('\\') || c.starts_with('.') || c.is_empty() {
-                return Err(err(format!(
-                    "chime '{c}' must be a plain file name in the audio directory"
-                )));
+        for (what, file) in [("chime", &r.chime), ("outro", &r.outro)] {
+            if let Some(c) = file {
+                if c.contains('/') || c.contains('\\') || c.starts_with('.') || c.is_empty() {
+                    return Err(err(format!(
+                        "{what} '{c}' must be a plain file name in the audio directory"
+                    )));
+                }
             }
+        }
+        let days = match (r.days.as_deref(), r.holiday.unwrap_or(false)) {
+            (None | Some("every"), false) => Days::Every,
+            (Some("working"), false) => Days::Working,
+            (None | Some("every"), true) => Days::Holidays,
+            (Some("working"), true) => {
+                return Err(err(
+                    "a slot cannot be both days = \"working\" and holiday = true".into(),
+                ))
+            }
+            (Some(other), _) => {
+                return Err(err(format!(
+                    "days '{other}' must be \"every\" or \"working\""
+                )))
+            }
+        };
+        let months = r.months.unwrap_or_default();
+        if let Some(m) = months.iter().find(|m| !(1..=12).contains(*m)) {
+            return Err(err(format!("month {m} is not 1–12")));
+        }
+        let mut dates = Vec::new();
+        for range in r.dates.unwrap_or_default() {
+            let (a, b) = range.split_once("..").unwrap_or((&range, &range));
+            let day = |t: &str| {
+                NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").map_err(|_| {
+                    err(format!(
+                        "dates '{range}' must be \"YYYY-MM-DD\" or \"YYYY-MM-DD..YYYY-MM-DD\""
+                    ))
+                })
+            };
+            let (a, b) = (day(a)?, day(b)?);
+            if b < a {
+                return Err(err(format!("dates '{range}' ends before it starts")));
+            }
+            dates.push((a, b));
         }
         out.push(Slot {
             name,
@@ -131,6 +208,10 @@ pub fn parse_slot_file(
             length,
             outputs,
             chime: r.chime,
+            outro: r.outro,
+            days,
+            months,
+            dates,
         });
     }
     Ok(out)
@@ -144,25 +225,63 @@ pub struct Occurrence {
     pub end: DateTime<Utc>,
 }
 
-/// Every occurrence of `slots` whose start lies in `[from, to)`, in `tz`, ordered by start then
-/// slot name (so the order never depends on file order).
-pub fn occurrences(
-    slots: &[Slot],
-    tz: Tz,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Vec<Occurrence> {
-    let mut out = Vec::new();
-    // `after` is exclusive: start one second early so an occurrence exactly at `from` is kept.
-    let begin = tz.from_utc_datetime(&(from - chrono::Duration::seconds(1)).naive_utc());
-    for s in slots {
+/// Slots with the calendar, quiet hours and zone they run in: everything that decides *when*.
+#[derive(Debug, Clone)]
+pub struct Timetable {
+    pub slots: Vec<Slot>,
+    pub calendar: Calendar,
+    pub quiet: QuietHours,
+    pub tz: Tz,
+}
+
+impl Timetable {
+    /// A timetable with no holidays and no quiet hours.
+    pub fn plain(slots: Vec<Slot>, tz: Tz) -> Self {
+        Timetable {
+            slots,
+            calendar: Calendar::default(),
+            quiet: QuietHours::default(),
+            tz,
+        }
+    }
+
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// Every occurrence whose start lies in `[from, to)`, on the days its slot runs and outside
+    /// quiet hours, ordered by start then slot name (never by file order).
+    pub fn occurrences(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence> {
+        let mut out = Vec::new();
+        for s in &self.slots {
+            out.extend(self.slot_occurrences(s, from, to, usize::MAX));
+        }
+        out.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.slot.cmp(&b.slot)));
+        out
+    }
+
+    /// At most `limit` occurrences of one slot in `[from, to)`.
+    pub fn slot_occurrences(
+        &self,
+        s: &Slot,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<Occurrence> {
+        let tz = self.tz;
+        // `after` is exclusive: start one second early so an occurrence exactly at `from` is kept.
+        let begin = tz.from_utc_datetime(&(from - chrono::Duration::seconds(1)).naive_utc());
         let len = chrono::Duration::from_std(s.length).unwrap_or(chrono::Duration::zero());
+        let mut out = Vec::new();
         for t in s.cron.after(&begin) {
             let start = t.with_timezone(&Utc);
-            if start >= to {
+            if start >= to || out.len() >= limit {
                 break;
             }
-            if start < from {
+            if start < from || !s.runs_on(t.date_naive(), &self.calendar) {
+                continue;
+            }
+            if self.quiet.overlaps(t.naive_local(), len) {
                 continue;
             }
             out.push(Occurrence {
@@ -171,9 +290,38 @@ pub fn occurrences(
                 end: start + len,
             });
         }
+        out
     }
-    out.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.slot.cmp(&b.slot)));
-    out
+
+    /// Slots that would run into quiet hours in the coming year (checked on up to 2,000 of
+    /// each slot's starts). `hokrajai check` reports them as errors.
+    pub fn quiet_hour_conflicts(&self, now: DateTime<Utc>) -> Vec<ScheduleError> {
+        let mut errors = Vec::new();
+        let tz = self.tz;
+        let begin = tz.from_utc_datetime(&now.naive_utc());
+        for s in &self.slots {
+            let len = chrono::Duration::from_std(s.length).unwrap_or(chrono::Duration::zero());
+            let hit = s
+                .cron
+                .after(&begin)
+                .take(2000)
+                .take_while(|t| t.with_timezone(&Utc) < now + chrono::Duration::days(366))
+                .filter(|t| s.runs_on(t.date_naive(), &self.calendar))
+                .find(|t| self.quiet.overlaps(t.naive_local(), len));
+            if let Some(t) = hit {
+                errors.push(ScheduleError::Slot {
+                    file: s.file.clone(),
+                    slot: s.name.clone(),
+                    message: format!(
+                        "overlaps quiet hours ({}) e.g. at {}; only emergencies may air then",
+                        self.quiet.ranges().join(", "),
+                        t.format("%Y-%m-%d %H:%M")
+                    ),
+                });
+            }
+        }
+        errors
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +403,8 @@ chime = "chime.wav"
         .unwrap();
         let from = "2026-11-23T00:00:00Z".parse().unwrap();
         let to = "2026-11-25T00:00:00Z".parse().unwrap();
-        let occ = occurrences(&s, chrono_tz::Asia::Bangkok, from, to);
+        let tt = Timetable::plain(s, chrono_tz::Asia::Bangkok);
+        let occ = tt.occurrences(from, to);
         // 06:00 in Bangkok is 23:00 UTC the day before.
         let starts: Vec<String> = occ.iter().map(|o| o.start.to_rfc3339()).collect();
         assert_eq!(
@@ -264,7 +413,7 @@ chime = "chime.wav"
         );
         assert_eq!(occ[0].end.to_rfc3339(), "2026-11-23T23:30:00+00:00");
         // An occurrence exactly at `from` is included.
-        let occ = occurrences(&s, chrono_tz::Asia::Bangkok, occ[0].start, to);
+        let occ = tt.occurrences(occ[0].start, to);
         assert_eq!(occ.len(), 2);
     }
 }
