@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::{AiringInfo, AirtimeStatus, Announcement, AnnouncementStatus};
-use crate::playout::{Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
+use crate::playout::{EmergencyJob, Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
 use crate::schedule::{self, DayPlan, Occurrence, PlanInput, PlannedAiring, PlayRules, Timetable};
 use crate::store::{AirtimeQuery, Store, StoreError};
 
@@ -28,6 +28,8 @@ const LOOKAHEAD_DAYS: i64 = 8;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// The alert tone played before an emergency message (in the audio dir).
 pub const ALERT: &str = "alert.wav";
+/// The `slot` of an emergency airing in the airtime log.
+pub const EMERGENCY_SLOT: &str = "emergency";
 /// Gain is never raised or cut by more than this to reach the loudness target.
 const MAX_GAIN_UP_DB: f64 = 12.0;
 const MAX_GAIN_DOWN_DB: f64 = 24.0;
@@ -212,6 +214,25 @@ impl Runner {
     /// Tell the runner the plan may have changed (approval, withdrawal, new upload).
     pub fn replan(&self) {
         self.replan.notify_waiters();
+    }
+
+    /// Preempt `outputs` now: alert tone, then `a` `repeat` times, then the schedule resumes.
+    /// Returns the outputs whose player took the job.
+    pub fn emergency(&self, a: &Announcement, outputs: &[String], repeat: u32, accepted_at: DateTime<Utc>) -> Vec<String> {
+        let taken: Vec<String> = Vec::new(); // PENDING(playout): mut once emergency() lands
+        for player in self.players.iter().filter(|p| outputs.iter().any(|o| o == p.name())) {
+            let job = EmergencyJob {
+                alert: self.planner.sound(ALERT),
+                item: self.job_item(a, player.name(), EMERGENCY_SLOT, accepted_at),
+                repeat,
+                accepted_at,
+            };
+            // PENDING(playout): PlayerHandle::emergency lands with the playout work.
+            let _ = job;
+            tracing::error!(output = player.name(), "emergency preemption is not available in this build");
+        }
+        self.replan();
+        taken
     }
 
     /// Silence every output now; the open airings are logged `interrupted`.

@@ -147,10 +147,23 @@ struct Form {
 pub async fn upload(
     State(st): State<AppState>,
     caller: Caller,
-    mut form: Multipart,
+    form: Multipart,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Uploader, Role::Admin])?;
+    let (a, _) = ingest(&st, &caller, form, &[]).await?;
+    Ok((StatusCode::CREATED, Json(a)).into_response())
+}
+
+/// Receive an upload form (streamed, hashed, probed) and store it as a `pending` announcement.
+/// Text fields named in `extra` are accepted besides the announcement's own and returned.
+pub(super) async fn ingest(
+    st: &AppState,
+    caller: &Caller,
+    mut form: Multipart,
+    extra: &[&str],
+) -> Result<(crate::domain::Announcement, Vec<(String, String)>), ApiError> {
     let config = st.runner.config.clone();
+    let mut extras: Vec<(String, String)> = Vec::new();
     let mut f = Form::default();
     let mut received: Option<Received> = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
@@ -182,6 +195,11 @@ pub async fn upload(
             "plays_per_day",
             "outputs",
         ];
+        if extra.contains(&name.as_str()) {
+            let text = field.text().await.map_err(multipart_error)?;
+            extras.push((name, text));
+            continue;
+        }
         if !TEXT_FIELDS.contains(&name.as_str()) {
             return Err(ApiError::bad_request(
                 "unknown_field",
@@ -329,7 +347,7 @@ pub async fn upload(
     match st.db(move |s| s.insert_announcement(&new, now)).await {
         Ok(a) => {
             tracing::info!(id = a.id, uploader = %caller.name, sha256 = %a.sha256, "announcement uploaded");
-            Ok((StatusCode::CREATED, Json(a)).into_response())
+            Ok((a, extras))
         }
         Err(e) => {
             // Leave nothing behind: remove the audio unless another announcement uses it.

@@ -88,7 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/airtime/export", get(audit::export))
         .route("/api/v1/audit/report", get(audit::report))
         .route("/api/v1/calendar", get(status::calendar))
-        .route("/api/v1/emergency", post(emergency::trigger))
+        .route(
+            "/api/v1/emergency",
+            post(emergency::trigger).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/api/v1/playout/stop", post(emergency::stop))
         .route("/", get(console::index))
         .route("/assets/{*path}", get(console::asset))
