@@ -292,7 +292,8 @@ fn seed_demo(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<()> {
             loudness_lufs: probe.loudness_lufs,
             valid_from: None,
             valid_until: None,
-            plays_per_day: 48,
+            // Every minute of the day, so the demo slot never runs dry.
+            plays_per_day: 1440,
             outputs: config.output_names(),
             uploaded_by: "demo-uploader".into(),
         },
