@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::{AiringInfo, AirtimeStatus, Announcement, AnnouncementStatus};
-use crate::playout::{EmergencyJob, Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob};
+use crate::playout::{
+    EmergencyJob, Heartbeat, JobItem, Journal, OutputStatus, PlayerHandle, SlotJob,
+};
 use crate::schedule::{self, DayPlan, Occurrence, PlanInput, PlannedAiring, PlayRules, Timetable};
 use crate::store::{AirtimeQuery, Store, StoreError};
 
@@ -218,18 +220,31 @@ impl Runner {
 
     /// Preempt `outputs` now: alert tone, then `a` `repeat` times, then the schedule resumes.
     /// Returns the outputs whose player took the job.
-    pub fn emergency(&self, a: &Announcement, outputs: &[String], repeat: u32, accepted_at: DateTime<Utc>) -> Vec<String> {
-        let taken: Vec<String> = Vec::new(); // PENDING(playout): mut once emergency() lands
-        for player in self.players.iter().filter(|p| outputs.iter().any(|o| o == p.name())) {
+    pub fn emergency(
+        &self,
+        a: &Announcement,
+        outputs: &[String],
+        repeat: u32,
+        accepted_at: DateTime<Utc>,
+    ) -> Vec<String> {
+        let mut taken = Vec::new();
+        for player in self
+            .players
+            .iter()
+            .filter(|p| outputs.iter().any(|o| o == p.name()))
+        {
             let job = EmergencyJob {
                 alert: self.planner.sound(ALERT),
                 item: self.job_item(a, player.name(), EMERGENCY_SLOT, accepted_at),
                 repeat,
                 accepted_at,
             };
-            // PENDING(playout): PlayerHandle::emergency lands with the playout work.
-            let _ = job;
-            tracing::error!(output = player.name(), "emergency preemption is not available in this build");
+            match player.emergency(job) {
+                Ok(()) => taken.push(player.name().to_string()),
+                Err(e) => {
+                    tracing::error!(output = player.name(), error = %e, "player did not take the emergency")
+                }
+            }
         }
         self.replan();
         taken
