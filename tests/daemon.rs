@@ -263,3 +263,54 @@ fn a_missing_file_at_air_time_fails_and_the_next_item_plays() {
         "{failed:#?}"
     );
 }
+
+#[test]
+fn owed_airings_are_logged_missed_after_the_days_last_slot() {
+    // Three slots today, 10 s apart, each the only start of its slot: the third is the day's
+    // last. An item asking for 5 plays a day can air 3 times; 2 are logged missed, with why.
+    use chrono::Timelike;
+    let first =
+        chrono::Utc::now().with_timezone(&chrono_tz::Asia::Bangkok) + chrono::Duration::seconds(12);
+    let mut slots = String::new();
+    for i in 0..3 {
+        let at = first + chrono::Duration::seconds(10 * i);
+        slots += &format!(
+            "[[slot]]\nname = \"s{i}\"\ncron = \"{} {} {} * * *\"\nlength = \"8s\"\n",
+            at.second(),
+            at.minute(),
+            at.hour()
+        );
+    }
+    let d = Daemon::start(&slots);
+    let id = d.upload_approved(
+        &fixture("float.wav"),
+        &[("title", "ห้าครั้ง"), ("plays_per_day", "5")],
+    );
+    let rows = d.wait_airtime(Duration::from_secs(60), |rows| {
+        rows_for(rows, id)
+            .iter()
+            .filter(|r| r["status"] == "missed")
+            .count()
+            == 4
+    });
+    let mine = rows_for(&rows, id);
+    for output in ["tower", "pa"] {
+        let done = mine
+            .iter()
+            .filter(|r| r["output"] == output && r["status"] == "completed")
+            .count();
+        let missed: Vec<&&Value> = mine
+            .iter()
+            .filter(|r| r["output"] == output && r["status"] == "missed")
+            .collect();
+        assert_eq!(done, 3, "{output}: {mine:#?}");
+        assert_eq!(missed.len(), 2, "{output}");
+        assert!(
+            missed
+                .iter()
+                .all(|r| r["slot"] == "s2"
+                    && r["detail"].as_str().unwrap().contains("only 3 slot(s)")),
+            "{missed:#?}"
+        );
+    }
+}
