@@ -270,20 +270,32 @@ impl Runner {
         self.planner.plan(&self.store, from, to)
     }
 
-    /// Per output: the player's status and the next planned airing.
+    /// Per output: the player's status and the next planned airing. The plan is looked at over
+    /// growing windows (10 minutes up to a day) so a busy timetable stays cheap to ask about.
     pub fn outputs(&self) -> Vec<OutputView> {
         let now = self.clock.now();
-        let plan = self
-            .plan(now, now + chrono::Duration::days(2))
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not plan for status");
-                Vec::new()
-            });
+        let mut next: BTreeMap<String, PlannedAiring> = BTreeMap::new();
+        for minutes in [10, 60, 6 * 60, 24 * 60] {
+            match self.plan(now, now + chrono::Duration::minutes(minutes)) {
+                Ok(plan) => {
+                    for p in plan {
+                        next.entry(p.output.clone()).or_insert(p);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not plan for status");
+                    break;
+                }
+            }
+            if self.players.iter().all(|p| next.contains_key(p.name())) {
+                break;
+            }
+        }
         self.players
             .iter()
             .map(|p| OutputView {
                 status: p.status(),
-                next: plan.iter().find(|a| a.output == p.name()).cloned(),
+                next: next.get(p.name()).cloned(),
             })
             .collect()
     }

@@ -583,3 +583,21 @@ fn an_outro_must_fit_in_the_slot_too() {
     assert!(run(text, &[ann(1, 18)], range.0, range.1).is_empty());
     assert_eq!(run(text, &[ann(1, 16)], range.0, range.1).len(), 1);
 }
+
+#[test]
+fn a_frequent_slot_is_checked_against_quiet_hours_all_day() {
+    // Every 10 s, all day: it runs into 08:00–09:00 quiet hours, which the first few thousand
+    // starts after midnight would never reach.
+    let mut tt =
+        timetable("[[slot]]\nname = \"often\"\ncron = \"*/10 * * * * *\"\nlength = \"5s\"\n");
+    tt.quiet = QuietHours::parse(&["08:00-09:00".into()]).unwrap();
+    let errors = tt.quiet_hour_conflicts(t("2026-11-23T00:00:00+07:00"));
+    assert_eq!(errors.len(), 1);
+    // Limited to the afternoon, it is fine.
+    let mut tt =
+        timetable("[[slot]]\nname = \"often\"\ncron = \"*/10 * 13-15 * * *\"\nlength = \"5s\"\n");
+    tt.quiet = QuietHours::parse(&["08:00-09:00".into(), "21:00-05:00".into()]).unwrap();
+    assert!(tt
+        .quiet_hour_conflicts(t("2026-11-23T00:00:00+07:00"))
+        .is_empty());
+}

@@ -63,9 +63,53 @@ pub async fn status(State(st): State<AppState>, _caller: Caller) -> Result<Json<
     })))
 }
 
-pub async fn slots(State(st): State<AppState>, _caller: Caller) -> Json<Value> {
+#[derive(Deserialize)]
+pub struct SlotsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The slots with their next starts; with `from` and `to` (at most 31 days apart), also every
+/// occurrence in that range as the runner will play it (days, holidays, quiet hours applied).
+pub async fn slots(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<SlotsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let r = &st.runner;
     let now = r.clock.now();
+    let from = parse_time("from", q.from.as_deref())?;
+    let to = parse_time("to", q.to.as_deref())?;
+    let occurrences = match (from, to) {
+        (Some(from), Some(to)) => {
+            if to <= from || to - from > chrono::Duration::days(MAX_PLAN_DAYS) {
+                return Err(ApiError::bad_request(
+                    "bad_range",
+                    format!("'to' must be after 'from' and at most {MAX_PLAN_DAYS} days later"),
+                ));
+            }
+            let tz = r.config.timezone;
+            let list: Vec<Value> = r
+                .planner
+                .timetable
+                .occurrences(from, to)
+                .into_iter()
+                .take(10_000)
+                .map(|o| {
+                    let outputs = r.planner.timetable.slot(&o.slot).map(|s| s.outputs.clone()).unwrap_or_default();
+                    json!({"slot": o.slot, "start": o.start, "end": o.end, "start_local": format_datetime(o.start, tz), "outputs": outputs})
+                })
+                .collect();
+            Some(list)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_range",
+                "give both 'from' and 'to', or neither",
+            ))
+        }
+    };
     let tz = r.config.timezone;
     let next = r.planner.next_starts(now, 3);
     let slots: Vec<Value> = r
@@ -85,12 +129,17 @@ pub async fn slots(State(st): State<AppState>, _caller: Caller) -> Json<Value> {
                 "outro": s.outro,
                 "days": s.days,
                 "months": s.months,
+                "dates": s.dates.iter().map(|(a, b)| format!("{a}..{b}")).collect::<Vec<_>>(),
                 "next_starts": starts,
                 "next_starts_local": starts.iter().map(|t| format_datetime(*t, tz)).collect::<Vec<_>>(),
             })
         })
         .collect();
-    Json(json!({ "slots": slots }))
+    let mut body = json!({ "slots": slots });
+    if let Some(o) = occurrences {
+        body["occurrences"] = json!(o);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -117,6 +117,11 @@ impl QuietHours {
         Ok(QuietHours(out))
     }
 
+    /// The (start, end) local times of each range; end may be before start (wraps midnight).
+    pub fn windows(&self) -> &[(NaiveTime, NaiveTime)] {
+        &self.0
+    }
+
     pub fn ranges(&self) -> Vec<String> {
         self.0
             .iter()

@@ -293,21 +293,40 @@ impl Timetable {
         out
     }
 
-    /// Slots that would run into quiet hours in the coming year (checked on up to 2,000 of
-    /// each slot's starts). `hokrajai check` reports them as errors.
+    /// Slots that would run into quiet hours in the coming year: for each day and each quiet
+    /// range, is there a start of the slot in `[quiet start − length, quiet end)` on a day the
+    /// slot runs? (One cron look-up per day and range, so a slot every few seconds is checked as
+    /// thoroughly as a daily one.) `hokrajai check` reports them as errors.
     pub fn quiet_hour_conflicts(&self, now: DateTime<Utc>) -> Vec<ScheduleError> {
         let mut errors = Vec::new();
         let tz = self.tz;
-        let begin = tz.from_utc_datetime(&now.naive_utc());
+        let today = now.with_timezone(&tz).date_naive();
         for s in &self.slots {
             let len = chrono::Duration::from_std(s.length).unwrap_or(chrono::Duration::zero());
-            let hit = s
-                .cron
-                .after(&begin)
-                .take(2000)
-                .take_while(|t| t.with_timezone(&Utc) < now + chrono::Duration::days(366))
-                .filter(|t| s.runs_on(t.date_naive(), &self.calendar))
-                .find(|t| self.quiet.overlaps(t.naive_local(), len));
+            let mut hit = None;
+            'days: for day in today.iter_days().take(367) {
+                for &(qa, qb) in self.quiet.windows() {
+                    let q_start = day.and_time(qa);
+                    let q_end = if qb > qa {
+                        day.and_time(qb)
+                    } else {
+                        day.and_time(qb) + chrono::Duration::days(1)
+                    };
+                    let Some(from) = tz.from_local_datetime(&(q_start - len)).earliest() else {
+                        continue;
+                    };
+                    // `after` is exclusive; a start exactly at `q_start − len` ends on the edge.
+                    if let Some(t) = s.cron.after(&from).next() {
+                        if t.naive_local() < q_end
+                            && s.runs_on(t.date_naive(), &self.calendar)
+                            && self.quiet.overlaps(t.naive_local(), len)
+                        {
+                            hit = Some(t);
+                            break 'days;
+                        }
+                    }
+                }
+            }
             if let Some(t) = hit {
                 errors.push(ScheduleError::Slot {
                     file: s.file.clone(),
