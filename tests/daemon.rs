@@ -43,10 +43,11 @@ fn upload_approve_air_on_both_outputs_and_audit() {
             0,
             "slot starts on multiples of 10 s"
         );
-        // Chime (~2 s) and a 1 s pause come first.
+        // Chime (~2 s) and a 1 s pause come first; if the daemon started in the middle of this
+        // slot it resumed it from that moment, so the item may start later, but inside the slot.
         let delay = (started - scheduled).num_milliseconds();
         assert!(
-            (2000..6000).contains(&delay),
+            (2900..9000).contains(&delay),
             "item started {delay} ms after the slot"
         );
         // Real time: a 2 s file takes about 2 s.
