@@ -1,23 +1,27 @@
 //! The backend table (alsa, null, wav) and the one path every backend's device takes to become
-//! a playing rodio `Player`.
+//! a running stream: wrapped so its clock is known ([`ClockedDevice`]), opened through rodio's
+//! `DeviceSinkBuilder` into a mixer, with the output's [`Timeline`] as the mixer's one source.
 
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use cpal::traits::{DeviceTrait, HostTrait};
-use rodio::{DeviceSinkBuilder, MixerDeviceSink, Player};
+use rodio::{DeviceSinkBuilder, MixerDeviceSink};
 
-use super::realtime::RealtimeDevice;
-use super::{lock, OutputKind, OutputSpec};
+use super::realtime::{RealtimeDevice, SoundLog};
+use super::timeline::{ClockedDevice, DeviceClock, DeviceEvent, Timeline, TimelineHandle};
+use super::{lock, Command, OutputKind, OutputSpec};
 
 /// One kind of output: knows how to find the cpal device an [`OutputSpec`] names. Opening it,
 /// mixing and playing are the same for every kind.
 pub trait Backend: Send + Sync {
-    /// The cpal device for `spec`, found but not yet opened.
+    /// The cpal device for `spec`, found but not yet opened. A device that can tell where sound
+    /// begins and ends (null, wav) records it in `sounds`; others ignore it.
     ///
     /// Called on the output's player thread, every time the player (re)opens its device, never
     /// on a hot path. Errors: a sentence naming the device (e.g. "no ALSA output device named
     /// 'tower'"), which the player logs and shows in the output's status before retrying.
-    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String>;
+    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String>;
 }
 
 /// The system's sound cards, through cpal's default host (ALSA on Linux).
@@ -45,7 +49,7 @@ pub fn backend_for(kind: OutputKind) -> Option<&'static dyn Backend> {
 }
 
 impl Backend for AlsaBackend {
-    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
+    fn device(&self, spec: &OutputSpec, _sounds: &SoundLog) -> Result<cpal::Device, String> {
         let host = system_host()?;
         let wanted = spec.device.as_deref().unwrap_or("default");
         if wanted == "default" {
@@ -106,16 +110,16 @@ fn system_host() -> Result<cpal::Host, String> {
 }
 
 impl Backend for NullBackend {
-    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
-        Ok(RealtimeDevice::null(&spec.name).into_cpal())
+    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String> {
+        Ok(RealtimeDevice::null(&spec.name, sounds.clone()).into_cpal())
     }
 }
 
 impl Backend for WavBackend {
-    fn device(&self, spec: &OutputSpec) -> Result<cpal::Device, String> {
+    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String> {
         match spec.device.as_deref() {
             Some(path) if !path.is_empty() => {
-                Ok(RealtimeDevice::wav(&spec.name, path.into()).into_cpal())
+                Ok(RealtimeDevice::wav(&spec.name, path.into(), sounds.clone()).into_cpal())
             }
             _ => Err(format!(
                 "output '{}' is a wav output without a file path (device = \"...\")",
@@ -135,11 +139,19 @@ pub(super) fn describe(spec: &OutputSpec) -> String {
     }
 }
 
-/// An open device with its player. Dropping it closes the device.
+/// What an opened device reports to its player thread: timeline events and stream failures go
+/// into the player's command channel; the null and wav devices note runs of sound in `sounds`.
+pub(super) struct DeviceHooks {
+    pub events: Sender<Command>,
+    pub sounds: SoundLog,
+}
+
+/// An open device with its timeline. Dropping it closes the device.
 pub(super) struct OpenOutput {
-    /// Declared before `sink` so it is dropped first: its sounds stop before the stream goes.
-    pub player: Player,
-    pub sink: MixerDeviceSink,
+    /// Where the player queues audio; declared before `_sink` so it goes first.
+    pub timeline: TimelineHandle,
+    /// Never read, only kept: dropping it stops the stream and closes the device.
+    _sink: MixerDeviceSink,
     /// What the status shows as the device.
     pub description: String,
     /// Set when the alsa device could not be used and this is the null device instead.
@@ -153,31 +165,24 @@ impl OpenOutput {
     pub fn fatal_error(&self) -> Option<String> {
         lock(&self.fatal).clone()
     }
-
-    /// Silence whatever is playing right away. A fresh `Player` replaces the old one: dropping a
-    /// player stops its sounds at the next 5 ms check without waiting on the audio thread (rodio's
-    /// `clear` and an `append` after `stop` both block until the audio thread has caught up).
-    pub fn silence(&mut self) {
-        self.player.stop();
-        self.player = Player::connect_new(self.sink.mixer());
-    }
 }
 
 /// Open `spec`'s device through rodio; with `fallback_to_null`, fall back to the null device
 /// (with a warning) when the configured one cannot be found or opened. Player thread only.
-pub(super) fn open(spec: &OutputSpec) -> Result<OpenOutput, String> {
+pub(super) fn open(spec: &OutputSpec, hooks: &DeviceHooks) -> Result<OpenOutput, String> {
     let backend = backend_for(spec.kind)
         .ok_or_else(|| format!("no backend for output kind '{}'", spec.kind.as_str()))?;
-    match open_with(backend, spec) {
+    let hardware = spec.kind == OutputKind::Alsa;
+    match open_with(backend, spec, hooks, hardware) {
         Ok(output) => Ok(output),
         Err(error) if spec.fallback_to_null && spec.kind != OutputKind::Null => {
             tracing::warn!(
                 output = %spec.name,
                 %error,
-                "ใช้อุปกรณ์เสียงไม่ได้ จะเล่นแบบไม่มีเสียงออกแทน / device unusable, \
+                "ใช้อุปกรณ์เสียงไม่ได้ จะเล่นแบบไม่มีเสียงออกแทน / device unavailable, \
                  falling back to the null output (nobody will hear this output)"
             );
-            let mut output = open_with(&NullBackend, spec)?;
+            let mut output = open_with(&NullBackend, spec, hooks, false)?;
             output.description = format!("null (fallback for {})", describe(spec));
             output.fallback_reason = Some(error);
             Ok(output)
@@ -186,13 +191,24 @@ pub(super) fn open(spec: &OutputSpec) -> Result<OpenOutput, String> {
     }
 }
 
-fn open_with(backend: &dyn Backend, spec: &OutputSpec) -> Result<OpenOutput, String> {
-    let device = backend.device(spec)?;
+fn open_with(
+    backend: &dyn Backend,
+    spec: &OutputSpec,
+    hooks: &DeviceHooks,
+    hardware: bool,
+) -> Result<OpenOutput, String> {
+    let clock = DeviceClock::new();
+    let device = ClockedDevice::wrap(
+        backend.device(spec, &hooks.sounds)?,
+        Arc::clone(&clock),
+        hardware,
+    );
     let fatal = Arc::new(Mutex::new(None));
     let on_error = {
         let fatal = Arc::clone(&fatal);
         let output = spec.name.clone();
-        move |error: cpal::Error| on_stream_error(&output, &fatal, error)
+        let events = hooks.events.clone();
+        move |error: cpal::Error| on_stream_error(&output, &fatal, &events, error)
     };
     let mut sink = DeviceSinkBuilder::from_device(device)
         .map_err(|e| format!("cannot configure {}: {}", describe(spec), chain(&e)))?
@@ -201,23 +217,41 @@ fn open_with(backend: &dyn Backend, spec: &OutputSpec) -> Result<OpenOutput, Str
         .map_err(|e| format!("cannot open {}: {}", describe(spec), chain(&e)))?;
     // We log the close ourselves; rodio would print to stderr.
     sink.log_on_drop(false);
-    let player = Player::connect_new(sink.mixer());
+    let config = *sink.config();
+    let events = hooks.events.clone();
+    let (timeline, handle) = Timeline::new(
+        config.channel_count(),
+        config.sample_rate(),
+        clock,
+        Box::new(move |event| {
+            // The player may be gone (shutting down): nobody to tell.
+            let _ = events.send(Command::Device(event));
+        }),
+    );
+    sink.mixer().add(timeline);
     Ok(OpenOutput {
-        player,
-        sink,
+        timeline: handle,
+        _sink: sink,
         description: describe(spec),
         fallback_reason: None,
         fatal,
     })
 }
 
-/// Runs on the audio thread: remember errors that mean the device is gone, log the rest.
-fn on_stream_error(output: &str, fatal: &Mutex<Option<String>>, error: cpal::Error) {
+/// Runs on the audio thread: remember errors that mean the device is gone (and wake the player),
+/// log the rest.
+fn on_stream_error(
+    output: &str,
+    fatal: &Mutex<Option<String>>,
+    events: &Sender<Command>,
+    error: cpal::Error,
+) {
     use cpal::ErrorKind;
     match error.kind() {
         ErrorKind::DeviceNotAvailable | ErrorKind::StreamInvalidated => {
             tracing::error!(output, %error, "audio stream failed");
             lock(fatal).get_or_insert_with(|| error.to_string());
+            let _ = events.send(Command::Device(DeviceEvent::StreamFailed));
         }
         ErrorKind::Xrun => tracing::debug!(output, %error, "audio underrun"),
         _ => tracing::warn!(output, %error, "audio stream error"),

@@ -5,14 +5,21 @@
 //! INTERFACE CONTRACT (used by runner.rs and main.rs; keep these signatures).
 //!
 //! Every backend ends in the same place: a `cpal::Device` opened through rodio
-//! (`DeviceSinkBuilder` → `MixerDeviceSink` → `Player`), so what a test hears on the null or wav
-//! output went through the same code as what the village hears on ALSA.
+//! (`DeviceSinkBuilder` → `MixerDeviceSink` → our [`timeline`] source), so what a test hears on
+//! the null or wav output went through the same code as what the village hears on ALSA.
+//!
+//! Timing: the player queues each sound on the output's timeline ahead of time, with an exact
+//! start (an instant on the device's own clock, or a number of frames after the previous sound),
+//! so a slot's first sound leaves the device on the second and pauses are exact to the frame;
+//! journal rows carry the instants the first and last samples reached the device.
 
+mod amp;
 mod backend;
 mod pacer;
 mod player;
 mod realtime;
 mod source;
+mod timeline;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
@@ -27,7 +34,9 @@ use crate::clock::SharedClock;
 use crate::domain::{AiringInfo, AirtimeStatus};
 
 pub use backend::{backend_for, AlsaBackend, Backend, NullBackend, WavBackend, BACKENDS};
-pub use realtime::{CHANNELS, SAMPLE_RATE};
+pub use realtime::{
+    RunDetector, RunEdge, SoundLog, SoundRun, CHANNELS, RUN_GAP, SAMPLE_RATE, SILENCE_THRESHOLD,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +88,7 @@ pub struct AmpControl {
 pub struct EmergencyJob {
     /// The alert tone (`audio/alert.wav`); not logged as an airing.
     pub alert: Option<PathBuf>,
+    /// The message; its `airing.slot` should be "emergency".
     pub item: JobItem,
     pub repeat: u32,
     /// When the API accepted the request (for latency figures).
@@ -87,19 +97,22 @@ pub struct EmergencyJob {
 
 /// Where airings are recorded. Implemented by the store; called from player threads.
 pub trait Journal: Send + Sync + 'static {
-    /// The item's audio has been handed to the device at `started_at`. Returns the open row's id.
+    /// The item's first sample reaches the device at `started_at`. Returns the open row's id.
     ///
-    /// Called on the output's player thread, right after the audio was queued on the device. On
+    /// Called on the output's player thread as soon as the device has taken that sample (on ALSA
+    /// that is up to the device's latency before it is heard; `started_at` is when it is). On
     /// error the audio keeps playing (it is already on air); the player logs the error and has no
     /// row to finish, so the airing ends up unrecorded rather than cut off.
     fn started(&self, airing: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64, String>;
-    /// The open row `row` ended with `status` (completed, interrupted or failed).
+    /// The open row `row` ended with `status` (completed, interrupted or failed); `ended_at` is
+    /// when its last sample left the device (or, cut short, when the cut reached it).
     ///
     /// Called on the output's player thread, once per row that `started` opened. It returns
     /// nothing: an implementation that cannot write must log the failure itself; the player
     /// carries on with the next item either way.
     fn finished(&self, row: i64, status: AirtimeStatus, ended_at: DateTime<Utc>, detail: &str);
     /// The item could not start at all (missing or undecodable file, device down): a `failed` row.
+    /// `at` is when it would have started (the end of the sound before it, or now).
     ///
     /// Called on the output's player thread. Like `finished`, an implementation that cannot
     /// write must log the failure itself.
@@ -159,11 +172,16 @@ pub enum PlayoutError {
     Stopped(String),
 }
 
-/// What the handle tells its player thread.
+/// What the player thread hears: from its handle, and from its device (timeline events and
+/// stream failures, sent on the audio thread).
 enum Command {
     Job(Box<SlotJob>),
+    Emergency(Box<EmergencyJob>),
     StopNow,
     Shutdown,
+    /// The handle was dropped without `shutdown`: finish what is queued, then end.
+    Orphaned,
+    Device(timeline::DeviceEvent),
 }
 
 /// A running player. Dropping it does not stop the thread; call `shutdown`.
@@ -175,6 +193,7 @@ pub struct PlayerHandle {
     status: Arc<Mutex<OutputStatus>>,
     thread: Option<JoinHandle<()>>,
     heartbeat: Heartbeat,
+    sounds: SoundLog,
 }
 
 /// Proof of life from a loop that must never hang: the loop calls `beat`, a watchdog reads
@@ -221,13 +240,15 @@ impl PlayerHandle {
         }));
         let (commands, receiver) = mpsc::channel();
         let heartbeat = Heartbeat::default();
+        let sounds = SoundLog::default();
         let thread = player::spawn(
             spec,
             clock,
             journal,
             Arc::clone(&status),
-            receiver,
+            (commands.clone(), receiver),
             heartbeat.clone(),
+            sounds.clone(),
         );
         PlayerHandle {
             name,
@@ -235,6 +256,7 @@ impl PlayerHandle {
             status,
             thread,
             heartbeat,
+            sounds,
         }
     }
 
@@ -249,19 +271,51 @@ impl PlayerHandle {
         &self.name
     }
 
-    /// Queue a slot job. It starts at `start_at`, or as soon as the job before it has finished if
-    /// that is later. Errors with `Stopped` if the player thread has ended.
+    /// Queue a slot job. It starts at `start_at`, or as soon as the job before it (or an
+    /// emergency) has finished if that is later. Errors with `Stopped` if the player thread has
+    /// ended.
+    ///
+    /// Submit at least `max(2 s, amp preroll + 1 s)` ahead: the player queues the first sound on
+    /// the device 1 s before `start_at` (so it leaves the device on the instant), and switches the
+    /// amplifier on `preroll` before it. A job that comes later still plays, as close to its time
+    /// as it can, with the amplifier switched on at once.
     pub fn submit(&self, job: SlotJob) -> Result<(), PlayoutError> {
         self.commands
             .send(Command::Job(Box::new(job)))
             .map_err(|_| PlayoutError::Stopped(self.name.clone()))
     }
 
-    /// Silence the output now: the item on air ends as `interrupted` ("stopped by operator"),
-    /// the rest of its job and any queued job already due are dropped (no rows). A job still
-    /// waiting for its start, and jobs due later, are kept. Does nothing if the thread has ended.
+    /// Preempt whatever plays, now: the sound on air stops at once (an item's row ends
+    /// `interrupted`, "interrupted by an emergency"), the alert tone plays (not logged), then the
+    /// message `repeat` times with the configured pause between (the `pause` of the slot jobs
+    /// this player was given, 1 s before the first), each repetition a row of its own, then the
+    /// schedule resumes: the interrupted item airs again if it still fits before its slot's end
+    /// (a new row), and the items after it as planned if they fit. An emergency that arrives
+    /// while another plays is queued after it. The alert reaches the device within a few device
+    /// ticks of this call (the budget is 250 ms); amplifier power, if configured and off, is
+    /// switched on at the same moment, without waiting for it.
+    ///
+    /// Returns at once; errors with `Stopped` if the player thread has ended.
+    pub fn emergency(&self, job: EmergencyJob) -> Result<(), PlayoutError> {
+        self.commands
+            .send(Command::Emergency(Box::new(job)))
+            .map_err(|_| PlayoutError::Stopped(self.name.clone()))
+    }
+
+    /// Silence the output now: the sound on air ends (an item's or emergency message's row
+    /// `interrupted`, "stopped by operator"), the rest of its job, an emergency's remaining
+    /// repetitions and queued emergencies, and any queued job already due are dropped (no rows).
+    /// A job still waiting for its start, and jobs due later, are kept. Does nothing if the
+    /// thread has ended.
     pub fn stop_now(&self) {
         let _ = self.commands.send(Command::StopNow);
+    }
+
+    /// Where sound began and ended on this output's device, to the frame, oldest first (the last
+    /// 10 000 runs; see [`RunDetector`]). Recorded by the null and wav devices only; empty for
+    /// alsa. For tests and the timing benchmark: when did sound really reach the device?
+    pub fn sound_runs(&self) -> Vec<SoundRun> {
+        self.sounds.runs()
     }
 
     /// The output's state, as the player thread last wrote it. Never waits for the thread.
@@ -277,6 +331,16 @@ impl PlayerHandle {
             if thread.join().is_err() {
                 tracing::error!(output = %self.name, "player thread panicked before shutdown");
             }
+        }
+    }
+}
+
+impl Drop for PlayerHandle {
+    fn drop(&mut self) {
+        // The device's audio thread holds senders too, so the thread cannot learn this from a
+        // closed channel. After `shutdown` the thread is gone and this goes nowhere.
+        if self.thread.is_some() {
+            let _ = self.commands.send(Command::Orphaned);
         }
     }
 }

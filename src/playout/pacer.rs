@@ -62,7 +62,8 @@ pub struct PacedStream {
 impl PacedStream {
     /// Start the pacing thread.
     ///
-    /// `sink` receives every buffer after the data callback has filled it. If it returns an
+    /// `sink` receives every buffer after the data callback has filled it, with the instant its
+    /// first frame is due (the tick's deadline: when this fake device "plays" it). If it returns an
     /// error, the error goes to `error_callback` once (as `StreamInvalidated`) and the sink is
     /// not called again; the stream itself keeps time, so whoever owns it decides what to do.
     /// If the data callback panics, the panic is reported the same way and the thread ends.
@@ -77,7 +78,7 @@ impl PacedStream {
     where
         D: FnMut(&mut Data, &OutputCallbackInfo) + Send + 'static,
         E: FnMut(Error) + Send + 'static,
-        S: FnMut(&[f32]) -> Result<(), String> + Send + 'static,
+        S: FnMut(&[f32], Instant) -> Result<(), String> + Send + 'static,
     {
         let controls = Arc::new(Controls {
             exit: AtomicBool::new(false),
@@ -108,6 +109,7 @@ impl PacedStream {
                         ));
                         deadline = now;
                     }
+                    let due = deadline;
                     let playback = stream_instant(deadline.saturating_duration_since(start));
                     deadline += TICK;
                     if thread_controls.paused.load(Ordering::Acquire) {
@@ -137,7 +139,7 @@ impl PacedStream {
                     }
 
                     if sink_ok {
-                        if let Err(message) = sink(&buffer) {
+                        if let Err(message) = sink(&buffer, due) {
                             sink_ok = false;
                             error_callback(Error::with_message(
                                 ErrorKind::StreamInvalidated,

@@ -1,15 +1,21 @@
 //! The null and wav outputs: a cpal custom device with no hardware behind it that still keeps
 //! real time (48 kHz stereo f32, 10 ms per callback, paced by `pacer`), discarding the
-//! audio or writing it to a 16-bit WAV file.
+//! audio or writing it to a 16-bit WAV file. Both also note where sound begins and ends, to the
+//! frame ([`SoundLog`]), so tests and the timing benchmark can see when sound reached the device.
 //!
 //! ALSA's own `null` and `file` plugins run hundreds of times faster than real time, so a test or
 //! a demo on them says nothing about timing; this device's timing is honest.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::lock;
 use super::pacer::{PacedConfig, PacedStream};
 use cpal::platform::CustomDevice;
 use cpal::traits::DeviceTrait;
@@ -28,6 +34,169 @@ pub const CHANNELS: u16 = 2;
 /// while it grows.
 const WAV_FLUSH_FRAMES: usize = SAMPLE_RATE as usize;
 
+/// Below this (about -80 dBFS) a sample counts as silence for [`RunDetector`].
+pub const SILENCE_THRESHOLD: f32 = 1e-4;
+/// Sound begins again only after at least this much silence (shorter dips are inside a run).
+pub const RUN_GAP: Duration = Duration::from_millis(50);
+/// The most runs a [`SoundLog`] keeps (the oldest are forgotten first).
+const SOUND_LOG_CAP: usize = 10_000;
+
+/// One stretch of sound as it reached a device.
+///
+/// `start` is the instant of its first non-silent frame and `end` the instant just after its last
+/// one (`None` while it still sounds), on the device's own clock: the 10 ms tick's deadline plus
+/// the frame's index over the rate. That is the clock the player schedules against.
+///
+/// The null and wav devices have no buffer: a tick hands its 10 ms over when its thread runs,
+/// which on a loaded machine can be after the deadline (it then catches up). `start_late` and
+/// `end_late` say how much later than their instants those frames were really handed over (zero
+/// when on time), so [`SoundRun::heard_start`] and [`SoundRun::heard_end`] are the conservative
+/// answer to "when did it really reach the device".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoundRun {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub start_late: Duration,
+    pub end_late: Duration,
+}
+
+impl SoundRun {
+    /// `start`, plus however late the device thread handed that frame over.
+    pub fn heard_start(&self) -> DateTime<Utc> {
+        self.start + TimeDelta::from_std(self.start_late).unwrap_or(TimeDelta::zero())
+    }
+
+    /// `end`, plus however late the device thread handed the last frame over.
+    pub fn heard_end(&self) -> Option<DateTime<Utc>> {
+        let late = TimeDelta::from_std(self.end_late).unwrap_or(TimeDelta::zero());
+        self.end.map(|end| end + late)
+    }
+}
+
+/// Where a stream of frames turns from silence to sound and back, to the frame.
+///
+/// A run starts at the first frame with a sample above [`SILENCE_THRESHOLD`] after at least
+/// [`RUN_GAP`] of silence, and ends after the last such frame once [`RUN_GAP`] of silence has
+/// followed. Each buffer comes with the instant its first frame is due at the device, so a frame's
+/// instant is that plus its index over the rate: sub-tick precision. Used by the null and wav
+/// devices and by the timing benchmark's stand-in sound card, so both are measured the same way.
+#[derive(Debug, Clone)]
+pub struct RunDetector {
+    channels: usize,
+    frame_ns: f64,
+    min_silence: u64,
+    silent: u64,
+    in_run: bool,
+    /// Instant just after the last loud frame, and how late that frame was handed over.
+    last_loud_end: Option<(Instant, Duration)>,
+}
+
+/// A change found by [`RunDetector::feed`]: the instant on the device's clock, and how much
+/// later than that the frame was really handed over (zero when on time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEdge {
+    Start(Instant, Duration),
+    End(Instant, Duration),
+}
+
+impl RunDetector {
+    pub fn new(channels: u16, rate: u32) -> Self {
+        let rate = rate.max(1);
+        let min_silence = (RUN_GAP.as_secs_f64() * f64::from(rate)).ceil() as u64;
+        RunDetector {
+            channels: usize::from(channels.max(1)),
+            frame_ns: 1e9 / f64::from(rate),
+            min_silence,
+            silent: min_silence,
+            in_run: false,
+            last_loud_end: None,
+        }
+    }
+
+    /// Look at interleaved `samples` whose first frame is due at the device at `first_frame_at`
+    /// and was handed over at `handed_at` (the same instant, or later if the device thread woke
+    /// late); report each start and end of a run to `edge`, in order.
+    pub fn feed(
+        &mut self,
+        samples: &[f32],
+        first_frame_at: Instant,
+        handed_at: Instant,
+        mut edge: impl FnMut(RunEdge),
+    ) {
+        for (index, frame) in samples.chunks(self.channels).enumerate() {
+            let loud = frame.iter().any(|s| s.abs() > SILENCE_THRESHOLD);
+            if loud {
+                let at = self.at(first_frame_at, index as u64);
+                let late = handed_at.saturating_duration_since(at);
+                if !self.in_run {
+                    self.in_run = true;
+                    edge(RunEdge::Start(at, late));
+                }
+                self.silent = 0;
+                self.last_loud_end = Some((self.at(first_frame_at, index as u64 + 1), late));
+            } else {
+                self.silent = self.silent.saturating_add(1);
+                if self.in_run && self.silent >= self.min_silence {
+                    self.in_run = false;
+                    if let Some((end, late)) = self.last_loud_end {
+                        edge(RunEdge::End(end, late));
+                    }
+                }
+            }
+        }
+    }
+
+    fn at(&self, first: Instant, frame: u64) -> Instant {
+        first + Duration::from_nanos((frame as f64 * self.frame_ns).round() as u64)
+    }
+}
+
+/// The runs of sound a real-time device has played, newest last (see [`RunDetector`]). Shared
+/// between the device's pacing thread, which records, and whoever reads (any thread).
+#[derive(Debug, Clone, Default)]
+pub struct SoundLog(Arc<Mutex<VecDeque<SoundRun>>>);
+
+impl SoundLog {
+    /// Every run still kept, oldest first.
+    pub fn runs(&self) -> Vec<SoundRun> {
+        lock(&self.0).iter().copied().collect()
+    }
+
+    fn record(&self, edge: RunEdge) {
+        let mut runs = lock(&self.0);
+        match edge {
+            RunEdge::Start(at, late) => {
+                if runs.len() >= SOUND_LOG_CAP {
+                    runs.pop_front();
+                }
+                runs.push_back(SoundRun {
+                    start: wall(at),
+                    end: None,
+                    start_late: late,
+                    end_late: Duration::ZERO,
+                });
+            }
+            RunEdge::End(at, late) => {
+                if let Some(run) = runs.back_mut() {
+                    run.end = Some(wall(at));
+                    run.end_late = late;
+                }
+            }
+        }
+    }
+}
+
+/// The wall-clock (UTC) time of a monotonic instant, taken fresh each time so that a wall clock
+/// stepped or slewed since the stream started does not skew it.
+fn wall(at: Instant) -> DateTime<Utc> {
+    let (now, wall_now) = (Instant::now(), Utc::now());
+    let delta = match at.checked_duration_since(now) {
+        Some(ahead) => TimeDelta::from_std(ahead).unwrap_or(TimeDelta::zero()),
+        None => -TimeDelta::from_std(now.duration_since(at)).unwrap_or(TimeDelta::zero()),
+    };
+    wall_now + delta
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Capture {
     Discard,
@@ -36,24 +205,42 @@ enum Capture {
 
 /// A real-time device without hardware. Cheap to clone; each stream built from it starts its
 /// own pacing thread (and, for wav, creates or truncates the file).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub(super) struct RealtimeDevice {
     output: String,
     capture: Capture,
+    sounds: SoundLog,
+}
+
+// A device is who it is (output and capture), not what it has recorded.
+impl PartialEq for RealtimeDevice {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.output, &self.capture) == (&other.output, &other.capture)
+    }
+}
+
+impl Eq for RealtimeDevice {}
+
+impl std::hash::Hash for RealtimeDevice {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.output, &self.capture).hash(state);
+    }
 }
 
 impl RealtimeDevice {
-    pub(super) fn null(output: &str) -> Self {
+    pub(super) fn null(output: &str, sounds: SoundLog) -> Self {
         RealtimeDevice {
             output: output.to_owned(),
             capture: Capture::Discard,
+            sounds,
         }
     }
 
-    pub(super) fn wav(output: &str, path: PathBuf) -> Self {
+    pub(super) fn wav(output: &str, path: PathBuf, sounds: SoundLog) -> Self {
         RealtimeDevice {
             output: output.to_owned(),
             capture: Capture::Wav(path),
+            sounds,
         }
     }
 
@@ -180,13 +367,26 @@ impl DeviceTrait for RealtimeDevice {
             channels: CHANNELS,
             thread_name: format!("device-{}", self.output),
         };
+        let mut detector = RunDetector::new(CHANNELS, SAMPLE_RATE);
+        let sounds = self.sounds.clone();
+        // Due at the tick's deadline; handed over now, which is later if the thread woke late.
+        let mut watch = move |samples: &[f32], due: Instant| {
+            detector.feed(samples, due, Instant::now(), |edge| sounds.record(edge));
+        };
         let spawned = match &self.capture {
-            Capture::Discard => {
-                PacedStream::spawn(paced, data_callback, error_callback, |_: &[f32]| Ok(()))
-            }
+            Capture::Discard => PacedStream::spawn(
+                paced,
+                data_callback,
+                error_callback,
+                move |samples: &[f32], due| {
+                    watch(samples, due);
+                    Ok(())
+                },
+            ),
             Capture::Wav(path) => {
                 let mut wav = WavCapture::create(path)?;
-                PacedStream::spawn(paced, data_callback, error_callback, move |samples| {
+                PacedStream::spawn(paced, data_callback, error_callback, move |samples, due| {
+                    watch(samples, due);
                     wav.write(samples)
                 })
             }
@@ -261,5 +461,44 @@ impl Drop for WavCapture {
                 tracing::error!(path = %self.path.display(), %error, "cannot finish the wav file");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_starts_on_its_first_loud_frame_and_needs_a_real_silence_before_the_next() {
+        let mut detector = RunDetector::new(2, 48_000);
+        let t0 = Instant::now();
+        let mut edges = Vec::new();
+        // 10 ms of silence, then sound from frame 100 of the second buffer for 30 ms, a 20 ms
+        // dip (too short to end the run), 10 ms more, then silence.
+        let mut buffers = vec![vec![0.0_f32; 960]; 20];
+        let loud = |buffers: &mut Vec<Vec<f32>>, from: usize, to: usize| {
+            for frame in from..to {
+                let (b, i) = (frame / 480, frame % 480);
+                buffers[b][2 * i + 1] = 0.5;
+            }
+        };
+        loud(&mut buffers, 480 + 100, 480 + 100 + 1440);
+        loud(
+            &mut buffers,
+            480 + 100 + 1440 + 960,
+            480 + 100 + 1440 + 960 + 480,
+        );
+        for (n, buffer) in buffers.iter().enumerate() {
+            let at = t0 + Duration::from_millis(10 * n as u64);
+            detector.feed(buffer, at, at, |e| edges.push(e));
+        }
+        let frame = |n: u64| t0 + Duration::from_nanos((n as f64 * 1e9 / 48_000.0).round() as u64);
+        assert_eq!(
+            edges,
+            [
+                RunEdge::Start(frame(580), Duration::ZERO),
+                RunEdge::End(frame(580 + 1440 + 960 + 480), Duration::ZERO),
+            ]
+        );
     }
 }

@@ -1,75 +1,140 @@
 //! Opening an item's audio for the player: media's decoded source, wrapped so that a decoder
-//! panic ends the item (as failed) instead of killing the device's audio thread.
+//! panic ends the item (as failed) instead of killing the device's audio thread, and converted
+//! to the device's channels and rate so the timeline can count its frames.
 
+use std::num::NonZero;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rodio::source::SeekError;
+use rodio::source::{SeekError, UniformSourceIterator};
 use rodio::{ChannelCount, Sample, SampleRate, Source};
 
 use super::lock;
+use super::timeline::Samples;
 use crate::media;
 
-/// Why an item's audio ended early, if it did. Written on the audio thread, read by the player.
+/// Why an item's audio ended early, if it did: the decoder crashed (written on the audio thread
+/// by [`Guarded`]) or gave up (media's own flag). Read by the player once the audio has ended.
+///
+/// The decoder's flag is read directly rather than when the source returns its last sample:
+/// rodio's converters stop asking an ended source for samples once its span length is zero.
 #[derive(Clone, Default)]
-pub(super) struct Health(Arc<Mutex<Option<String>>>);
+pub(super) struct Health {
+    crashed: Arc<Mutex<Option<String>>>,
+    decoder: Option<media::DecodeErrorFlag>,
+}
 
 impl Health {
     fn fail(&self, why: String) {
-        lock(&self.0).get_or_insert(why);
+        lock(&self.crashed).get_or_insert(why);
     }
 
     /// The error that cut the audio short, if any.
     pub(super) fn error(&self) -> Option<String> {
-        lock(&self.0).clone()
+        let crashed = lock(&self.crashed).clone();
+        crashed.or_else(|| self.decoder.as_ref().and_then(|flag| flag.get()))
     }
 }
 
-/// An item's audio, ready to append to a rodio `Player`.
-pub(super) struct Opened {
-    pub source: Guarded<Box<dyn Source + Send>>,
+/// An item's audio as decoded, in the file's own format.
+struct Opened {
+    source: Guarded<Box<dyn Source + Send>>,
+    health: Health,
+}
+
+/// A file's audio in the device's format (interleaved, `channels` at `rate`), for the timeline.
+pub(super) struct Prepared {
+    pub samples: Samples,
     pub health: Health,
-    /// As far as the source knows; `None` when it cannot tell.
+    /// Exact when the whole file was decoded ahead ([`preload`]); `None` when streamed.
     pub length: Option<Duration>,
 }
 
+/// Open `path` for streaming: only its first packet is decoded now (on the caller's thread), the
+/// rest as the device pulls it. Errors: media's sentence (missing file, not audio...).
+pub(super) fn prepare(
+    path: &Path,
+    gain_db: f32,
+    channels: u16,
+    rate: u32,
+) -> Result<Prepared, String> {
+    let opened = open(path, gain_db)?;
+    let (Some(channels), Some(rate)) = (NonZero::new(channels), NonZero::new(rate)) else {
+        return Err(format!(
+            "the device reports {channels} channels at {rate} Hz"
+        ));
+    };
+    let uniform = UniformSourceIterator::new(opened.source, channels, rate);
+    Ok(Prepared {
+        samples: Box::new(uniform),
+        health: opened.health,
+        length: None,
+    })
+}
+
+/// Decode `path` completely now (up to `cap`), so its exact length is known before it plays and
+/// what follows it can be queued ahead. Longer than `cap`: the rest streams, length unknown.
+/// For chimes (seconds), never for announcements (minutes). Errors as for [`prepare`].
+pub(super) fn preload(
+    path: &Path,
+    channels: u16,
+    rate: u32,
+    cap: Duration,
+) -> Result<Prepared, String> {
+    let Prepared {
+        mut samples,
+        health,
+        ..
+    } = prepare(path, 0.0, channels, rate)?;
+    let width = usize::from(channels.max(1));
+    let max = (cap.as_secs_f64() * f64::from(rate)) as usize * width;
+    let mut decoded = Vec::new();
+    while decoded.len() < max {
+        match samples.next() {
+            Some(sample) => decoded.push(sample),
+            None => {
+                let frames = decoded.len().div_ceil(width);
+                let length = Duration::from_secs_f64(frames as f64 / f64::from(rate.max(1)));
+                return Ok(Prepared {
+                    samples: Box::new(decoded.into_iter()),
+                    health,
+                    length: Some(length),
+                });
+            }
+        }
+    }
+    Ok(Prepared {
+        samples: Box::new(decoded.into_iter().chain(samples)),
+        health,
+        length: None,
+    })
+}
+
 /// Open a stored file through `media`. Errors: media's sentence (missing file, not audio...).
-pub(super) fn open(path: &Path, gain_db: f32) -> Result<Opened, String> {
+fn open(path: &Path, gain_db: f32) -> Result<Opened, String> {
     let decoded = media::open_source(path, gain_db).map_err(|e| e.to_string())?;
-    let health = Health::default();
-    let decode_failed = decoded.decode_error();
-    let length = decoded.total_duration();
+    let health = Health {
+        crashed: Arc::default(),
+        decoder: Some(decoded.decode_error()),
+    };
     let source: Box<dyn Source + Send> = Box::new(decoded);
     Ok(Opened {
         source: Guarded {
             inner: Some(source),
             health: health.clone(),
-            decode_failed: Some(decode_failed),
         },
         health,
-        length,
     })
 }
 
-/// A source whose panics end it instead of unwinding through the audio thread, and whose end
-/// records the decoder's own "ended early" flag in `health`.
+/// A source whose panics end it instead of unwinding through the audio thread (the reason goes
+/// to `health`).
 pub(super) struct Guarded<S> {
     /// `None` once the inner source panicked: it is never touched again.
     inner: Option<S>,
     health: Health,
-    decode_failed: Option<media::DecodeErrorFlag>,
-}
-
-impl<S: Source> Guarded<S> {
-    fn check_decoder(&mut self) {
-        if let Some(flag) = self.decode_failed.take() {
-            if let Some(error) = flag.get() {
-                self.health.fail(error);
-            }
-        }
-    }
 }
 
 impl<S: Source> Iterator for Guarded<S> {
@@ -78,11 +143,7 @@ impl<S: Source> Iterator for Guarded<S> {
     fn next(&mut self) -> Option<Sample> {
         let inner = self.inner.as_mut()?;
         match catch_unwind(AssertUnwindSafe(|| inner.next())) {
-            Ok(Some(sample)) => Some(sample),
-            Ok(None) => {
-                self.check_decoder();
-                None
-            }
+            Ok(sample) => sample,
             Err(panic) => {
                 let why = panic
                     .downcast_ref::<&str>()
