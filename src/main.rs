@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use hokrajai::api::{self, AppState};
+use hokrajai::audit::BoxKey;
 use hokrajai::clock::{Clock, SharedClock, SystemClock};
 use hokrajai::config::{Config, DEMO_SCHEDULE, EMBEDDED_AUDIO};
 use hokrajai::domain::{AnnouncementStatus, Priority, Role};
@@ -74,6 +75,69 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// (Internal) probe one untrusted file and print the result as one JSON line; the daemon
+    /// runs this in a child process for every upload, so a decoder that aborts takes only the
+    /// child down.
+    #[command(hide = true)]
+    ProbeFile { file: PathBuf },
+    /// The tamper-evident airtime log: the box's public key, signed exports, verification, and
+    /// the planned-vs-aired day report.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Print this box's Ed25519 public key (made on first start), for the province's auditors.
+    Pubkey {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check an export offline: every link of the chain and the box's signature. Names the
+    /// first row that does not fit; exit status 1 if anything does not.
+    Verify {
+        /// The export (JSON lines) from GET /api/v1/airtime/export or `hokrajai audit export`.
+        file: PathBuf,
+        /// The box's public key: 64 hex digits, or a file holding them (e.g. box.pub).
+        #[arg(long)]
+        pubkey: String,
+    },
+    /// Check the chain stored in this box's database, row by row from the first. With
+    /// --against, also check the database still holds an earlier export's rows unchanged (this
+    /// catches rows removed from the end, which the chain alone cannot).
+    VerifyDb {
+        #[command(flatten)]
+        common: Common,
+        /// An earlier export of this box (verified first, with --pubkey).
+        #[arg(long, value_name = "EXPORT", requires = "pubkey")]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Write a signed export to stdout (the same as the API's).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// Rows that became final at or after this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// ... and before this one.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Planned vs aired per announcement and output for one local day.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        /// The local day, e.g. 2026-11-24 (default: today in the box's zone).
+        #[arg(long)]
+        day: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +165,11 @@ enum TokenAction {
         id: i64,
     },
 }
+
+/// The file in the data dir that holds room for the airtime log (see `Store::keep_reserve`).
+const LOG_RESERVE_FILE: &str = "airtime-log.reserve";
+/// 8 MB: tens of thousands of airtime rows, years of a village's broadcasts.
+const LOG_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn load_config(common: &Common) -> Result<Config> {
     let mut config = match &common.config {
@@ -151,7 +220,173 @@ fn main() -> Result<()> {
             json,
         } => plan(common, &from, &to, json),
         Command::Token { action } => token(action),
+        Command::Audit { action } => audit(action),
+        Command::ProbeFile { file } => probe_file(&file),
     }
+}
+
+/// Address space the probe child may use: far more than decoding one file needs, far less than
+/// an allocation a hostile header asks for (which then fails in the child, not in the daemon).
+const PROBE_MEMORY_LIMIT: u64 = 1024 * 1024 * 1024;
+/// CPU seconds for the probe child, a backstop behind the daemon's own time budget.
+const PROBE_CPU_SECONDS: u64 = 300;
+
+/// The child side of `api::announcements::probe_untrusted`: one JSON line on stdout,
+/// `{"ok": ProbeInfo}` or `{"error": code, "message": text}`, exit status 0 either way.
+fn probe_file(file: &std::path::Path) -> Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    for (resource, limit) in [
+        (Resource::As, PROBE_MEMORY_LIMIT),
+        (Resource::Cpu, PROBE_CPU_SECONDS),
+    ] {
+        let _ = setrlimit(
+            resource,
+            Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        );
+    }
+    // Panics are caught (and named) by the thread isolation; an abort ends this process.
+    let line = match hokrajai::media::probe_isolated(
+        file.to_path_buf(),
+        Duration::from_secs(PROBE_CPU_SECONDS),
+    ) {
+        Ok(info) => serde_json::json!({ "ok": info }),
+        Err(e) => serde_json::json!({ "error": e.code(), "message": e.to_string() }),
+    };
+    println!("{line}");
+    Ok(())
+}
+
+fn audit(action: AuditAction) -> Result<()> {
+    match action {
+        AuditAction::Pubkey { common } => {
+            let config = load_config(&common)?;
+            let key = BoxKey::load_or_create(&config.data_dir)?;
+            println!("{}", key.public_hex());
+        }
+        AuditAction::Verify { file, pubkey } => {
+            let key = hokrajai::audit::parse_public_key(&pubkey)?;
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            match hokrajai::audit::verify(std::io::BufReader::new(f), &key) {
+                Ok(v) => println!(
+                    "OK: {} rows, seq {} to {}, last hash {}, signed by this box ({} to {}, made {})",
+                    v.signed.rows,
+                    v.signed.first_seq,
+                    v.signed.last_seq,
+                    v.signed.last_hash,
+                    v.signed.from.as_deref().unwrap_or("the start"),
+                    v.signed.to.as_deref().unwrap_or("the end"),
+                    v.signed.generated_at
+                ),
+                Err(p) => {
+                    println!("NOT OK: {}: {p}", file.display());
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditAction::VerifyDb {
+            common,
+            against,
+            pubkey,
+        } => {
+            let config = load_config(&common)?;
+            let store = open_store(&config)?;
+            let check = store.verify_chain()?;
+            if let Some(p) = &check.problem {
+                println!(
+                    "NOT OK: the airtime chain breaks at {p} ({} rows before it check out)",
+                    check.rows
+                );
+                std::process::exit(1);
+            }
+            println!(
+                "OK: {} finished rows chained, last seq {}, last hash {}",
+                check.rows, check.head_seq, check.head_hash
+            );
+            if let (Some(file), Some(pubkey)) = (against, pubkey) {
+                let key = hokrajai::audit::parse_public_key(&pubkey)?;
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                let v = match hokrajai::audit::verify(std::io::BufReader::new(f), &key) {
+                    Ok(v) => v,
+                    Err(p) => {
+                        println!("NOT OK: the export {} itself: {p}", file.display());
+                        std::process::exit(1);
+                    }
+                };
+                let s = &v.signed;
+                let end_ok = s.rows == 0
+                    || store.chain_hash_at(s.last_seq)?.as_deref() == Some(s.last_hash.as_str());
+                if !end_ok {
+                    println!(
+                        "NOT OK: the export ends at seq {} with hash {}, but the database {}: rows were removed or replaced since the export",
+                        s.last_seq,
+                        s.last_hash,
+                        match store.chain_hash_at(s.last_seq)? {
+                            Some(h) => format!("has hash {h} there"),
+                            None => "has no such row".to_owned(),
+                        }
+                    );
+                    std::process::exit(1);
+                }
+                println!(
+                    "OK: the database still holds the export's rows up to seq {} unchanged",
+                    s.last_seq
+                );
+            }
+        }
+        AuditAction::Export { common, from, to } => {
+            let config = load_config(&common)?;
+            let store = open_store(&config)?;
+            let key = BoxKey::load(&config.data_dir)?;
+            let from = from.map(|f| parse_instant("from", &f)).transpose()?;
+            let to = to.map(|t| parse_instant("to", &t)).transpose()?;
+            let mut out = std::io::stdout().lock();
+            let mut failed: Option<std::io::Error> = None;
+            let summary =
+                hokrajai::audit::export(&store, &key, from, to, SystemClock.now(), |chunk| {
+                    use std::io::Write;
+                    match out.write_all(chunk.as_bytes()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                });
+            if let Some(e) = failed {
+                bail!("writing the export: {e}");
+            }
+            let summary = summary?;
+            eprintln!(
+                "exported {} rows (seq {} to {})",
+                summary.rows, summary.first_seq, summary.last_seq
+            );
+        }
+        AuditAction::Report { common, day, json } => {
+            let config = load_config(&common)?;
+            let now = SystemClock.now();
+            let day = match day {
+                Some(d) => d
+                    .parse::<chrono::NaiveDate>()
+                    .with_context(|| format!("--day '{d}' is not a date like 2026-11-24"))?,
+                None => now.with_timezone(&config.timezone).date_naive(),
+            };
+            let timetable = config.load_timetable(&[], now)?;
+            let store = open_store(&config)?;
+            let planner = Planner::new(Arc::new(config), timetable);
+            let report = hokrajai::audit::day_report(&planner, &store, day, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", hokrajai::audit::render_text(&report));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check(common: Common) -> Result<()> {
@@ -319,6 +554,15 @@ fn serve(common: Common, listen: Option<String>, demo: bool) -> Result<()> {
     }
     let clock: SharedClock = Arc::new(SystemClock);
     let store = open_store(&config)?;
+    // The key that signs airtime exports: made on the first start, kept in the data dir.
+    let key = BoxKey::load_or_create(&config.data_dir)?;
+    tracing::info!(public_key = %key.public_hex(), "box signing key");
+    drop(key);
+    // Room held for the airtime log, given back to it if the disk fills up.
+    let reserve = config.data_dir.join(LOG_RESERVE_FILE);
+    if let Err(e) = store.keep_reserve(reserve.clone(), LOG_RESERVE_BYTES) {
+        tracing::error!(path = %reserve.display(), error = %e, "could not reserve room for the airtime log (is the disk full?)");
+    }
     let closed = store.close_abandoned_airings(clock.now())?;
     if closed > 0 {
         tracing::warn!(
@@ -415,9 +659,15 @@ async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = runner_task.await;
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    // Idle keep-alive connections would hold the server (and its handle on the runner) open:
+    // give requests in flight a moment, then drop the server.
+    let mut server = server;
+    match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Err(_) => tracing::warn!("server did not stop within 5 s"),
+        Err(_) => {
+            server.abort();
+            let _ = server.await;
+        }
         _ => {}
     }
     // Now nothing else holds the runner: stop the players, closing open airings.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Multipart, Path as UrlPath, Query, State};
+use axum::extract::{Extension, Multipart, Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::limits::UploadSlots;
 use super::status::parse_time;
 use super::{ApiError, AppState, Caller};
 use crate::domain::{AnnouncementId, AnnouncementStatus, Priority, Role};
@@ -25,6 +26,14 @@ const PROBE_BUDGET: Duration = Duration::from_secs(120);
 const MAX_TITLE_CHARS: usize = 300;
 const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
 const MAX_PLAYS_PER_DAY: u32 = 48;
+/// Announcements one person may have waiting for approval at once: an uploader (or a stolen
+/// uploader token) cannot bury the approvers or fill the disk with pending audio.
+pub const MAX_PENDING_PER_UPLOADER: usize = 50;
+/// Free space uploads always leave on the data disk: the airtime log, the database and the
+/// system need it more than one more announcement does.
+pub const DISK_FLOOR_BYTES: u64 = 32 * 1024 * 1024;
+/// How often (in bytes received) the free space is checked during an upload.
+const DISK_CHECK_EVERY: u64 = 1024 * 1024;
 
 /// A file under `<data_dir>/tmp` that is removed unless kept.
 struct TempFile(Option<PathBuf>);
@@ -49,16 +58,41 @@ struct Received {
     size: u64,
 }
 
+fn disk_full() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "disk_full",
+        "พื้นที่เก็บข้อมูลเต็ม / the box's disk is full; the upload was not kept. Tell the district IT officer.",
+    )
+}
+
 fn io_error(what: &str, e: std::io::Error) -> ApiError {
     // ENOSPC: the disk is full. Say so plainly; nothing is kept.
     if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
-        return ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "disk_full",
-            "พื้นที่เก็บข้อมูลเต็ม / the box's disk is full; the upload was not kept. Tell the district IT officer.",
-        );
+        return disk_full();
     }
     ApiError::internal(format!("{what}: {e}"))
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir` (None if unknown).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// 507 unless the data disk has more than the floor free: the log's room is not for uploads.
+fn check_room(dir: &Path) -> Result<(), ApiError> {
+    match free_bytes(dir) {
+        Some(free) if free < DISK_FLOOR_BYTES => {
+            tracing::warn!(
+                free,
+                floor = DISK_FLOOR_BYTES,
+                "upload refused: the data disk is (nearly) full"
+            );
+            Err(disk_full())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -100,10 +134,15 @@ async fn receive(
         .map_err(|e| io_error("creating the upload file", e))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let mut next_check = DISK_CHECK_EVERY;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         size += chunk.len() as u64;
         if size > max {
             return Err(too_large_error(Some(max)));
+        }
+        if size >= next_check {
+            next_check = size + DISK_CHECK_EVERY;
+            check_room(tmp_dir)?;
         }
         hasher.update(&chunk);
         file.write_all(&chunk)
@@ -118,6 +157,113 @@ async fn receive(
         sha256: hex::encode(hasher.finalize()),
         size,
     })
+}
+
+/// Probe an untrusted upload in a child process (`hokrajai probe-file`, see main.rs), with a
+/// memory ceiling and a time budget. A decoder that panics is caught by the thread isolation of
+/// `media::probe_isolated`, but one that asks for an absurd allocation aborts the whole process
+/// (the fuzzer found an m4a whose `stsc` atom claims 1.7 billion entries): in a child, that
+/// ends the child, not the daemon. Falls back to the thread when the child cannot be started
+/// (the binary was replaced on disk by an upgrade, say).
+///
+/// The child prints one JSON line: `{"ok": ProbeInfo}` or `{"error": code, "message": text}`.
+async fn probe_untrusted(path: PathBuf) -> Result<media::ProbeInfo, ApiError> {
+    let spawned = std::env::current_exe().and_then(|exe| {
+        tokio::process::Command::new(exe)
+            .arg("probe-file")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    });
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the probe process; probing on a thread instead");
+            return tokio::task::spawn_blocking(move || media::probe_isolated(path, PROBE_BUDGET))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(media_error);
+        }
+    };
+    let refused = |code: &'static str, why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            format!("ไฟล์เสียงใช้ไม่ได้ / this file cannot be used as an announcement: {why}"),
+        )
+    };
+    // Dropping the child on timeout kills it.
+    let out = match tokio::time::timeout(PROBE_BUDGET, child.wait_with_output()).await {
+        Err(_) => {
+            return Err(refused(
+                "decode_timeout",
+                MediaError::Timeout(PROBE_BUDGET).to_string(),
+            ))
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("the probe process: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    #[derive(Deserialize)]
+    struct Answer {
+        ok: Option<ProbeAnswer>,
+        error: Option<String>,
+        message: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeAnswer {
+        container: String,
+        codec: String,
+        sample_rate: u32,
+        channels: u16,
+        duration_ms: u64,
+        loudness_lufs: Option<f64>,
+    }
+    let answer: Option<Answer> = std::str::from_utf8(&out.stdout)
+        .ok()
+        .and_then(|t| t.lines().last())
+        .and_then(|l| serde_json::from_str(l).ok());
+    match answer {
+        Some(Answer { ok: Some(p), .. }) if out.status.success() => Ok(media::ProbeInfo {
+            container: p.container,
+            codec: p.codec,
+            sample_rate: p.sample_rate,
+            channels: p.channels,
+            duration_ms: p.duration_ms,
+            loudness_lufs: p.loudness_lufs,
+        }),
+        Some(Answer {
+            error: Some(code),
+            message,
+            ..
+        }) => {
+            let message = message.unwrap_or_default();
+            let code = match code.as_str() {
+                "empty_file" => "empty_file",
+                "not_audio" => "not_audio",
+                "undecodable" => "undecodable",
+                "decode_timeout" => "decode_timeout",
+                "io_error" => {
+                    return Err(ApiError::internal(format!(
+                        "probing {}: {message}",
+                        path.display()
+                    )))
+                }
+                _ => "decoder_failed",
+            };
+            Err(refused(code, message))
+        }
+        _ => {
+            // Killed (abort on an impossible allocation, a signal) or an answer we cannot read.
+            tracing::warn!(status = %out.status, path = %path.display(), "the decoder died on an upload");
+            Err(refused(
+                "decoder_failed",
+                format!("the decoder failed on this file ({})", out.status),
+            ))
+        }
+    }
 }
 
 fn media_error(e: MediaError) -> ApiError {
@@ -147,9 +293,32 @@ struct Form {
 pub async fn upload(
     State(st): State<AppState>,
     caller: Caller,
+    Extension(slots): Extension<UploadSlots>,
     form: Multipart,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Uploader, Role::Admin])?;
+    // Bounds before a byte of the file is read: uploads at once, and pending per person. (An
+    // emergency upload skips both: it is approved by the act and must never wait.)
+    let _slot = match slots.try_take() {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(*busy),
+    };
+    let me = caller.name.clone();
+    let pending = st
+        .db(move |s| {
+            Ok(s.announcements(Some(AnnouncementStatus::Pending))?
+                .iter()
+                .filter(|a| a.uploaded_by == me)
+                .count())
+        })
+        .await?;
+    if pending >= MAX_PENDING_PER_UPLOADER {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending",
+            format!("มีประกาศรออนุมัติมากเกินไป / you already have {pending} announcements waiting for approval (at most {MAX_PENDING_PER_UPLOADER}); ask an approver to decide on them first"),
+        ));
+    }
     let (a, _) = ingest(&st, &caller, form, &[]).await?;
     Ok((StatusCode::CREATED, Json(a)).into_response())
 }
@@ -163,6 +332,8 @@ pub(super) async fn ingest(
     extra: &[&str],
 ) -> Result<(crate::domain::Announcement, Vec<(String, String)>), ApiError> {
     let config = st.runner.config.clone();
+    // The log's room is not for uploads: refuse before reading the file when the disk is low.
+    check_room(&config.data_dir)?;
     let mut extras: Vec<(String, String)> = Vec::new();
     let mut f = Form::default();
     let mut received: Option<Received> = None;
@@ -298,10 +469,7 @@ pub(super) async fn ingest(
     let Some(tmp_path) = received.tmp.path().map(Path::to_path_buf) else {
         return Err(ApiError::internal("upload vanished"));
     };
-    let probe = tokio::task::spawn_blocking(move || media::probe_isolated(tmp_path, PROBE_BUDGET))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(media_error)?;
+    let probe = probe_untrusted(tmp_path).await?;
 
     // Keep the audio under its hash; the same file uploaded twice is the same audio.
     let audio_dir = config.data_dir.join("audio");

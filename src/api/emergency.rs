@@ -26,14 +26,21 @@ fn check_repeat(repeat: Option<u32>) -> Result<u32, ApiError> {
     if (1..=MAX_REPEAT).contains(&r) {
         Ok(r)
     } else {
-        Err(ApiError::bad_request("bad_repeat", format!("repeat must be 1 to {MAX_REPEAT}")))
+        Err(ApiError::bad_request(
+            "bad_repeat",
+            format!("repeat must be 1 to {MAX_REPEAT}"),
+        ))
     }
 }
 
 /// `POST /api/v1/emergency`: JSON `{"announcement_id", "outputs"?, "repeat"?}` for an approved
 /// announcement, or a multipart upload (`audio`, `title`, … as for announcements, plus `repeat`)
 /// that becomes approved by this act. Answers 202 once every targeted player has the job.
-pub async fn trigger(State(st): State<AppState>, caller: Caller, req: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn trigger(
+    State(st): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&[Role::Approver, Role::Admin])?;
     let accepted_at = st.runner.clock.now();
     let is_multipart = req
@@ -50,13 +57,25 @@ pub async fn trigger(State(st): State<AppState>, caller: Caller, req: Request) -
         let repeat = extras
             .iter()
             .find(|(k, _)| k == "repeat")
-            .map(|(_, v)| v.trim().parse::<u32>().map_err(|_| ApiError::bad_request("bad_repeat", "repeat must be a whole number")))
+            .map(|(_, v)| {
+                v.trim().parse::<u32>().map_err(|_| {
+                    ApiError::bad_request("bad_repeat", "repeat must be a whole number")
+                })
+            })
             .transpose()?;
         let repeat = check_repeat(repeat)?;
         // Approved by this act, recorded as such.
         let (id, actor, now) = (a.id, caller.name.clone(), st.runner.clock.now());
         let a = st
-            .db(move |s| s.decide(id, AnnouncementStatus::Approved, &actor, "emergency / เหตุฉุกเฉิน", now))
+            .db(move |s| {
+                s.decide(
+                    id,
+                    AnnouncementStatus::Approved,
+                    &actor,
+                    "emergency / เหตุฉุกเฉิน",
+                    now,
+                )
+            })
             .await?;
         let outputs = a.outputs.clone();
         (a, outputs, repeat)
@@ -78,12 +97,23 @@ pub async fn trigger(State(st): State<AppState>, caller: Caller, req: Request) -
         (a, outputs, repeat)
     };
     if outputs.is_empty() {
-        return Err(ApiError::bad_request("no_outputs", "name at least one output"));
+        return Err(ApiError::bad_request(
+            "no_outputs",
+            "name at least one output",
+        ));
     }
     if let Some(bad) = outputs.iter().find(|o| !known.contains(o)) {
-        return Err(ApiError::bad_request("unknown_output", format!("unknown output '{bad}' (this box has: {})", known.join(", "))));
+        return Err(ApiError::bad_request(
+            "unknown_output",
+            format!(
+                "unknown output '{bad}' (this box has: {})",
+                known.join(", ")
+            ),
+        ));
     }
-    let taken = st.runner.emergency(&announcement, &outputs, repeat, accepted_at);
+    let taken = st
+        .runner
+        .emergency(&announcement, &outputs, repeat, accepted_at);
     tracing::warn!(id = announcement.id, by = %caller.name, outputs = ?taken, repeat, "EMERGENCY / เหตุฉุกเฉิน");
     if taken.is_empty() {
         return Err(ApiError::new(

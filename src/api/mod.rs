@@ -9,13 +9,16 @@ mod auth;
 mod console;
 mod emergency;
 mod error;
+mod limits;
 mod status;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -97,16 +100,30 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(console::asset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        // Issue #4: bounded uploads at once, a brake on token guessing per address, bounded
+        // URI and headers (outermost, so nothing else sees an oversized request).
+        .layer(Extension(limits::UploadSlots::new(
+            limits::MAX_CONCURRENT_UPLOADS,
+        )))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth::Throttle::default()),
+            auth::throttle,
+        ))
+        .layer(axum::middleware::from_fn(limits::bound_request))
         .with_state(state)
 }
 
-/// Serve on `listener` until `shutdown` resolves.
+/// Serve on `listener` until `shutdown` resolves. Each request knows its peer's address (the
+/// token-guessing brake counts per address).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -3,11 +3,69 @@
 //! triggers refuse both.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use serde::Serialize;
 
 use super::{parse_opt_ts, parse_ts, ts, Result, Store, StoreError};
+use crate::audit::chain::{self, ChainError, ChainRow, Link, Walker, GENESIS};
 use crate::domain::{AiringInfo, AirtimeEntry, AirtimeStatus, AnnouncementId};
 use crate::schedule::AiredCounts;
+
+/// What checking the stored chain found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainCheck {
+    /// Rows checked and found in place (up to the first problem).
+    pub rows: u64,
+    /// The last good link.
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub problem: Option<ChainProblem>,
+}
+
+/// The first row that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainProblem {
+    pub seq: Option<i64>,
+    pub id: Option<i64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for ChainProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.id, self.seq) {
+            (Some(id), Some(seq)) => write!(f, "airtime row id {id} (seq {seq}): {}", self.what),
+            (Some(id), None) => write!(f, "airtime row id {id}: {}", self.what),
+            (None, Some(seq)) => write!(f, "seq {seq}: {}", self.what),
+            (None, None) => write!(f, "{}", self.what),
+        }
+    }
+}
+
+const LINK_COLUMNS: &str = "seq, id, announcement_id, title, sha256, output, slot, scheduled_at, \
+    started_at, ended_at, duration_ms, status, detail, finalized_at, prev_hash, hash";
+
+fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
+    Ok(Link {
+        row: ChainRow {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            announcement_id: r.get(2)?,
+            title: r.get(3)?,
+            sha256: r.get(4)?,
+            output: r.get(5)?,
+            slot: r.get(6)?,
+            scheduled_at: r.get(7)?,
+            started_at: r.get(8)?,
+            ended_at: r.get(9)?,
+            duration_ms: r.get(10)?,
+            status: r.get(11)?,
+            detail: r.get(12)?,
+            finalized_at: r.get(13)?,
+        },
+        prev_hash: r.get(14)?,
+        hash: r.get(15)?,
+    })
+}
 
 /// A page query over the log. `from`/`to` bound `scheduled_at` (`[from, to)`); `cursor` is the id
 /// of the last row already seen.
@@ -52,19 +110,181 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<AirtimeEntry>> {
     Ok(build())
 }
 
-impl Store {
-    /// Open a row: the airing has started. Returns the row id.
-    pub fn airing_started(&self, a: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO airtime (announcement_id, title, sha256, output, slot, scheduled_at, started_at, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'playing')",
-            params![a.announcement_id, a.title, a.sha256, a.output, a.slot, ts(a.scheduled_at), ts(started_at)],
+/// `finalized_at` of rows that were already final when the chain was introduced (V2).
+pub(crate) const MIGRATION_FINALIZED: &str = "migration";
+
+/// The chain's end: the last seq (0 when empty) and its hash.
+fn head(conn: &Connection) -> Result<(i64, String)> {
+    let head: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM airtime WHERE seq = (SELECT MAX(seq) FROM airtime)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or((0, GENESIS.to_owned())))
+}
+
+/// Everything hashed about a row except its place (`seq`, `finalized_at`), as stored.
+struct Fields {
+    id: i64,
+    announcement_id: Option<i64>,
+    title: String,
+    sha256: String,
+    output: String,
+    slot: String,
+    scheduled_at: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration_ms: Option<i64>,
+    status: String,
+    detail: String,
+}
+
+impl Fields {
+    fn chain_row(self, seq: i64, finalized_at: String) -> ChainRow {
+        ChainRow {
+            seq,
+            id: self.id,
+            announcement_id: self.announcement_id,
+            title: self.title,
+            sha256: self.sha256,
+            output: self.output,
+            slot: self.slot,
+            scheduled_at: self.scheduled_at,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            duration_ms: self.duration_ms,
+            status: self.status,
+            detail: self.detail,
+            finalized_at,
+        }
+    }
+}
+
+fn chain_error(e: ChainError) -> StoreError {
+    StoreError::Corrupt(format!("the airtime chain's last hash is damaged: {e}"))
+}
+
+/// Make the open row `id` final as the chain's next link, in the caller's transaction.
+fn close_linked(
+    tx: &Transaction<'_>,
+    id: i64,
+    status: AirtimeStatus,
+    ended_at: Option<&str>,
+    detail: &str,
+    finalized_at: &str,
+) -> Result<bool> {
+    let open: Option<Fields> = tx
+        .query_row(
+            "SELECT id, announcement_id, title, sha256, output, slot, scheduled_at, started_at \
+             FROM airtime WHERE id = ?1 AND status = 'playing'",
+            [id],
+            |r| {
+                Ok(Fields {
+                    id: r.get(0)?,
+                    announcement_id: r.get(1)?,
+                    title: r.get(2)?,
+                    sha256: r.get(3)?,
+                    output: r.get(4)?,
+                    slot: r.get(5)?,
+                    scheduled_at: r.get(6)?,
+                    started_at: r.get(7)?,
+                    ended_at: None,
+                    duration_ms: None,
+                    status: String::new(),
+                    detail: String::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut f) = open else {
+        return Ok(false);
+    };
+    // Whole milliseconds between the stored texts, so the number hashed is the number stored.
+    f.duration_ms = match (&f.started_at, ended_at) {
+        (Some(s), Some(e)) => Some((parse_ts(e)? - parse_ts(s)?).num_milliseconds().max(0)),
+        _ => None,
+    };
+    f.ended_at = ended_at.map(str::to_owned);
+    f.status = status.as_str().to_owned();
+    f.detail = detail.to_owned();
+    let (last, prev) = head(tx)?;
+    let link =
+        chain::link(&prev, f.chain_row(last + 1, finalized_at.to_owned())).map_err(chain_error)?;
+    let r = &link.row;
+    tx.execute(
+        "UPDATE airtime SET status = ?2, ended_at = ?3, duration_ms = ?4, detail = ?5, \
+         seq = ?6, finalized_at = ?7, prev_hash = ?8, hash = ?9 WHERE id = ?1 AND status = 'playing'",
+        params![id, r.status, r.ended_at, r.duration_ms, r.detail, r.seq, r.finalized_at, link.prev_hash, link.hash],
+    )?;
+    Ok(true)
+}
+
+/// Link every finished row that has no place in the chain yet, in id order (used once, when the
+/// chain is introduced, for rows V1 finished). Runs with the V1 triggers dropped.
+pub(crate) fn link_unchained(tx: &Transaction<'_>, finalized_at: &str) -> Result<usize> {
+    let rows: Vec<Fields> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, announcement_id, title, sha256, output, slot, scheduled_at, started_at, \
+             ended_at, duration_ms, status, detail FROM airtime \
+             WHERE status <> 'playing' AND seq IS NULL ORDER BY id",
         )?;
-        Ok(conn.last_insert_rowid())
+        let rows = stmt.query_map([], |r| {
+            Ok(Fields {
+                id: r.get(0)?,
+                announcement_id: r.get(1)?,
+                title: r.get(2)?,
+                sha256: r.get(3)?,
+                output: r.get(4)?,
+                slot: r.get(5)?,
+                scheduled_at: r.get(6)?,
+                started_at: r.get(7)?,
+                ended_at: r.get(8)?,
+                duration_ms: r.get(9)?,
+                status: r.get(10)?,
+                detail: r.get(11)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let n = rows.len();
+    let (mut last, mut prev) = head(tx)?;
+    for f in rows {
+        let id = f.id;
+        // Rows V1 closed carry their end; the others were finished when they were written.
+        let at = f
+            .ended_at
+            .clone()
+            .or_else(|| f.started_at.clone())
+            .unwrap_or_else(|| finalized_at.to_owned());
+        let link = chain::link(&prev, f.chain_row(last + 1, at)).map_err(chain_error)?;
+        tx.execute(
+            "UPDATE airtime SET seq = ?2, finalized_at = ?3, prev_hash = ?4, hash = ?5 WHERE id = ?1",
+            params![id, link.row.seq, link.row.finalized_at, link.prev_hash, link.hash],
+        )?;
+        last = link.row.seq;
+        prev = link.hash;
+    }
+    Ok(n)
+}
+
+impl Store {
+    /// Open a row: the airing has started. Returns the row id. (An open row is not in the chain
+    /// yet; it joins it when it is closed.)
+    pub fn airing_started(&self, a: &AiringInfo, started_at: DateTime<Utc>) -> Result<i64> {
+        self.log_write("opening an airtime row", |conn| {
+            conn.execute(
+                "INSERT INTO airtime (announcement_id, title, sha256, output, slot, scheduled_at, started_at, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'playing')",
+                params![a.announcement_id, a.title, a.sha256, a.output, a.slot, ts(a.scheduled_at), ts(started_at)],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
     }
 
-    /// Close an open row. Closing a row that is not open is an error (and the database refuses).
+    /// Close an open row, linking it into the chain in the same transaction. Closing a row that
+    /// is not open is an error (and the database refuses).
     pub fn airing_finished(
         &self,
         id: i64,
@@ -77,14 +297,14 @@ impl Store {
                 "a row cannot be closed as 'playing'".into(),
             ));
         }
-        let conn = self.conn();
-        let n = conn.execute(
-            "UPDATE airtime SET status = ?2, ended_at = ?3, detail = ?4, \
-             duration_ms = MAX(0, CAST(ROUND((julianday(?3) - julianday(started_at)) * 86400000) AS INTEGER)) \
-             WHERE id = ?1 AND status = 'playing'",
-            params![id, status.as_str(), ts(ended_at), detail],
-        )?;
-        if n == 0 {
+        let ended = ts(ended_at);
+        let closed = self.log_write("closing an airtime row", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let closed = close_linked(&tx, id, status, Some(&ended), detail, &ended)?;
+            tx.commit()?;
+            Ok(closed)
+        })?;
+        if !closed {
             return Err(StoreError::Conflict(format!(
                 "airtime row {id} is not open"
             )));
@@ -92,7 +312,8 @@ impl Store {
         Ok(())
     }
 
-    /// A closed row for an airing that never started (`failed` or `missed`).
+    /// A closed row for an airing that never started (`failed` or `missed`), linked into the
+    /// chain as it is written.
     pub fn airing_not_aired(
         &self,
         a: &AiringInfo,
@@ -106,26 +327,195 @@ impl Store {
                 status.as_str()
             )));
         }
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO airtime (announcement_id, title, sha256, output, slot, scheduled_at, ended_at, duration_ms, status, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
-            params![a.announcement_id, a.title, a.sha256, a.output, a.slot, ts(a.scheduled_at), ts(at), status.as_str(), detail],
-        )?;
-        Ok(conn.last_insert_rowid())
+        let at = ts(at);
+        self.log_write("writing an airtime row", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The id is hashed, so it is chosen here rather than by the insert.
+            let id: i64 = tx.query_row(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'airtime'), 0), \
+                 COALESCE((SELECT MAX(id) FROM airtime), 0)) + 1",
+                [],
+                |r| r.get(0),
+            )?;
+            let (last, prev) = head(&tx)?;
+            let f = Fields {
+                id,
+                announcement_id: Some(a.announcement_id),
+                title: a.title.clone(),
+                sha256: a.sha256.clone(),
+                output: a.output.clone(),
+                slot: a.slot.clone(),
+                scheduled_at: ts(a.scheduled_at),
+                started_at: None,
+                ended_at: Some(at.clone()),
+                duration_ms: Some(0),
+                status: status.as_str().to_owned(),
+                detail: detail.to_owned(),
+            };
+            let link = chain::link(&prev, f.chain_row(last + 1, at.clone())).map_err(chain_error)?;
+            let r = &link.row;
+            tx.execute(
+                "INSERT INTO airtime (id, announcement_id, title, sha256, output, slot, scheduled_at, \
+                 ended_at, duration_ms, status, detail, seq, finalized_at, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    r.id, r.announcement_id, r.title, r.sha256, r.output, r.slot, r.scheduled_at,
+                    r.ended_at, r.duration_ms, r.status, r.detail, r.seq, r.finalized_at,
+                    link.prev_hash, link.hash
+                ],
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })
     }
 
-    /// At start-up: rows left open by a crash or power cut become `interrupted`. Their end time
-    /// is unknown and stays empty; `detail` says when it was found.
+    /// At start-up: rows left open by a crash or power cut become `interrupted`, each linked into
+    /// the chain. Their end time is unknown and stays empty; `detail` says when it was found.
     pub fn close_abandoned_airings(&self, now: DateTime<Utc>) -> Result<usize> {
+        let found = ts(now);
+        let detail =
+            format!("the daemon stopped during this airing (found open at restart, {found})");
+        self.log_write("closing abandoned airtime rows", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let open: Vec<i64> = {
+                let mut stmt =
+                    tx.prepare("SELECT id FROM airtime WHERE status = 'playing' ORDER BY id")?;
+                let ids = stmt.query_map([], |r| r.get(0))?;
+                ids.collect::<rusqlite::Result<_>>()?
+            };
+            for id in &open {
+                close_linked(&tx, *id, AirtimeStatus::Interrupted, None, &detail, &found)?;
+            }
+            tx.commit()?;
+            Ok(open.len())
+        })
+    }
+
+    /// The chain's end: the last seq (0 when the chain is empty) and its hash.
+    pub fn chain_head(&self) -> Result<(i64, String)> {
+        head(&self.conn())
+    }
+
+    /// The first and last seq of rows that became final in `[from, to)`; None when there are
+    /// none. Everything between them is one piece of the chain, whatever its own time says.
+    pub fn chain_span(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Option<(i64, i64)>> {
         let conn = self.conn();
-        Ok(conn.execute(
-            "UPDATE airtime SET status = 'interrupted', detail = ?1 WHERE status = 'playing'",
-            [format!(
-                "the daemon stopped during this airing (found open at restart, {})",
-                ts(now)
-            )],
-        )?)
+        // Rows linked by the migration carry their end time (or "migration", which sorts after
+        // every instant and so falls in unbounded ranges only).
+        let span: (Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT MIN(seq), MAX(seq) FROM airtime WHERE seq IS NOT NULL \
+             AND (?1 IS NULL OR finalized_at >= ?1) AND (?2 IS NULL OR finalized_at < ?2)",
+            params![from.map(ts), to.map(ts)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(match span {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        })
+    }
+
+    /// The hash the row numbered `seq` follows.
+    pub fn chain_prev_hash(&self, seq: i64) -> Result<String> {
+        if seq <= 1 {
+            return Ok(GENESIS.to_owned());
+        }
+        let conn = self.conn();
+        conn.query_row("SELECT hash FROM airtime WHERE seq = ?1", [seq - 1], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("the airtime chain has no row with seq {}", seq - 1))
+        })
+    }
+
+    /// Up to `limit` links with `from_seq <= seq <= to_seq`, in chain order, exactly as stored.
+    pub fn chain_links(&self, from_seq: i64, to_seq: i64, limit: u32) -> Result<Vec<Link>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {LINK_COLUMNS} FROM airtime WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![from_seq, to_seq, limit.max(1)], link_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Recompute the whole chain from the database: every finished row must be linked, in an
+    /// unbroken run of seq from 1, each hash following from the row before and the row's own
+    /// contents. Reports the first row that does not fit. Read-only; safe while the daemon runs.
+    pub fn verify_chain(&self) -> Result<ChainCheck> {
+        let conn = self.conn();
+        let mut check = ChainCheck {
+            rows: 0,
+            head_seq: 0,
+            head_hash: GENESIS.to_owned(),
+            problem: None,
+        };
+        // Rows outside the chain that should be in it (or the other way round).
+        let stray: Option<(i64, String, Option<i64>)> = conn
+            .query_row(
+                "SELECT id, status, seq FROM airtime WHERE (status <> 'playing' AND (seq IS NULL OR hash IS NULL)) \
+                 OR (status = 'playing' AND seq IS NOT NULL) ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let mut walker = Walker::from_genesis();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {LINK_COLUMNS} FROM airtime WHERE seq IS NOT NULL ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let link = match link_from_row(r) {
+                Ok(l) => l,
+                Err(e) => {
+                    check.problem = Some(ChainProblem {
+                        seq: r.get(0).ok(),
+                        id: r.get(1).ok(),
+                        what: format!("the row cannot be read: {e}"),
+                    });
+                    break;
+                }
+            };
+            if let Err(m) = walker.step(&link) {
+                check.problem = Some(ChainProblem {
+                    seq: Some(link.row.seq),
+                    id: Some(link.row.id),
+                    what: m.to_string(),
+                });
+                break;
+            }
+            check.rows += 1;
+        }
+        check.head_seq = walker.next_seq() - 1;
+        check.head_hash = walker.head().to_owned();
+        if check.problem.is_none() {
+            if let Some((id, status, seq)) = stray {
+                check.problem = Some(ChainProblem {
+                    seq,
+                    id: Some(id),
+                    what: match seq {
+                        None => format!("this '{status}' row is finished but has no place in the chain: it was added or changed behind the daemon's back"),
+                        Some(_) => "this row is open ('playing') but has a place in the chain: it was changed behind the daemon's back".to_owned(),
+                    },
+                });
+            }
+        }
+        Ok(check)
+    }
+
+    /// The hash of the row numbered `seq`, if there is one (to hold a database against an
+    /// earlier export's signed end).
+    pub fn chain_hash_at(&self, seq: i64) -> Result<Option<String>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row("SELECT hash FROM airtime WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// One page of rows, oldest id first, and the cursor for the next page (None at the end).
@@ -183,5 +573,281 @@ impl Store {
             counts.record(id, &output, at.with_timezone(&tz).date_naive(), &slot, at);
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite_migration::{Migrations, M};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn airing(output: &str) -> AiringInfo {
+        AiringInfo {
+            announcement_id: 1,
+            title: "ประกาศ".into(),
+            sha256: "ab".repeat(32),
+            output: output.into(),
+            slot: "morning".into(),
+            scheduled_at: at("2026-11-23T23:00:00Z"),
+        }
+    }
+
+    /// A store with one announcement (rows refer to it).
+    fn store() -> Store {
+        let s = Store::open_in_memory().unwrap();
+        s.conn()
+            .execute_batch(
+                "INSERT INTO announcements (id, title, priority, status, sha256, size_bytes, container, codec, \
+                 sample_rate, channels, duration_ms, plays_per_day, outputs, uploaded_by, created_at) \
+                 VALUES (1, 't', 'normal', 'approved', 'x', 1, 'mp3', 'mp3', 44100, 2, 2000, 1, 'tower', 'a', '2026-01-01T00:00:00.000Z')",
+            )
+            .unwrap();
+        s
+    }
+
+    #[test]
+    fn every_finished_row_is_linked_in_the_order_it_became_final() {
+        let s = store();
+        let a = s
+            .airing_started(&airing("tower"), at("2026-11-23T23:00:03Z"))
+            .unwrap();
+        let b = s
+            .airing_started(&airing("pa"), at("2026-11-23T23:00:03Z"))
+            .unwrap();
+        assert_eq!(s.chain_head().unwrap(), (0, GENESIS.to_owned()));
+        // b finishes first: it is seq 1.
+        s.airing_finished(
+            b,
+            AirtimeStatus::Completed,
+            at("2026-11-23T23:00:05.120Z"),
+            "",
+        )
+        .unwrap();
+        let failed = s
+            .airing_not_aired(
+                &airing("tower"),
+                AirtimeStatus::Failed,
+                at("2026-11-23T23:00:06Z"),
+                "file missing",
+            )
+            .unwrap();
+        s.airing_finished(
+            a,
+            AirtimeStatus::Interrupted,
+            at("2026-11-23T23:00:07Z"),
+            "stopped",
+        )
+        .unwrap();
+        let open = s
+            .airing_started(&airing("pa"), at("2026-11-23T23:00:08Z"))
+            .unwrap();
+        let links = s.chain_links(1, 100, 100).unwrap();
+        let order: Vec<(i64, i64)> = links.iter().map(|l| (l.row.seq, l.row.id)).collect();
+        assert_eq!(order, [(1, b), (2, failed), (3, a)]);
+        assert_eq!(links[0].row.duration_ms, Some(2120));
+        assert_eq!(links[1].row.duration_ms, Some(0));
+        assert_eq!(links[0].prev_hash, GENESIS);
+        assert_eq!(links[1].prev_hash, links[0].hash);
+        let check = s.verify_chain().unwrap();
+        assert_eq!(check.problem, None);
+        assert_eq!((check.rows, check.head_seq), (3, 3));
+        // The row still open is not in the chain until it closes; then it is.
+        assert_eq!(
+            s.close_abandoned_airings(at("2026-11-24T00:00:00Z"))
+                .unwrap(),
+            1
+        );
+        let last = s.chain_links(4, 4, 1).unwrap().remove(0);
+        assert_eq!(
+            (last.row.id, last.row.status.as_str()),
+            (open, "interrupted")
+        );
+        assert_eq!(last.row.ended_at, None);
+        assert!(s.verify_chain().unwrap().problem.is_none());
+        // The page API still reads the same rows.
+        let (rows, _) = s
+            .airtime(&AirtimeQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(
+            rows.iter().find(|r| r.id == b).unwrap().duration_ms,
+            Some(2120)
+        );
+    }
+
+    #[test]
+    fn the_database_refuses_anything_but_the_next_link() {
+        let s = store();
+        let a = s
+            .airing_started(&airing("tower"), at("2026-11-23T23:00:03Z"))
+            .unwrap();
+        s.airing_finished(a, AirtimeStatus::Completed, at("2026-11-23T23:00:05Z"), "")
+            .unwrap();
+        let b = s
+            .airing_started(&airing("tower"), at("2026-11-23T23:00:06Z"))
+            .unwrap();
+        let conn = s.conn();
+        let refused = |sql: &str| {
+            let e = conn.execute_batch(sql).unwrap_err().to_string();
+            assert!(e.contains("airtime"), "{sql}: {e}");
+        };
+        // A finished row's place, hash or contents cannot change; no row can go.
+        refused(&format!(
+            "UPDATE airtime SET hash = '{}' WHERE id = {a}",
+            "0".repeat(64)
+        ));
+        refused(&format!("UPDATE airtime SET seq = 7 WHERE id = {a}"));
+        refused(&format!("UPDATE airtime SET detail = 'x' WHERE id = {a}"));
+        refused(&format!("DELETE FROM airtime WHERE id = {b}"));
+        // Closing without a link, with a wrong seq, or after the wrong hash.
+        refused(&format!(
+            "UPDATE airtime SET status = 'completed' WHERE id = {b}"
+        ));
+        refused(&format!(
+            "UPDATE airtime SET status = 'completed', seq = 5, finalized_at = 'x', prev_hash = (SELECT hash FROM airtime WHERE seq = 1), hash = '{}' WHERE id = {b}",
+            "1".repeat(64)
+        ));
+        refused(&format!(
+            "UPDATE airtime SET status = 'completed', seq = 2, finalized_at = 'x', prev_hash = '{}', hash = '{}' WHERE id = {b}",
+            GENESIS,
+            "1".repeat(64)
+        ));
+        // Inserting a finished row out of the chain, or an open one with a place in it.
+        refused(
+            "INSERT INTO airtime (title, sha256, output, slot, scheduled_at, status) VALUES ('t', 'x', 'pa', 's', 'x', 'failed')",
+        );
+        refused(
+            "INSERT INTO airtime (title, sha256, output, slot, scheduled_at, status, seq) VALUES ('t', 'x', 'pa', 's', 'x', 'playing', 9)",
+        );
+    }
+
+    #[test]
+    fn tampering_behind_the_triggers_is_found_and_named() {
+        let s = store();
+        for i in 0..5 {
+            let id = s
+                .airing_started(&airing("tower"), at("2026-11-23T23:00:03Z"))
+                .unwrap();
+            s.airing_finished(
+                id,
+                AirtimeStatus::Completed,
+                at("2026-11-23T23:00:05Z") + chrono::Duration::seconds(i),
+                "",
+            )
+            .unwrap();
+        }
+        assert!(s.verify_chain().unwrap().problem.is_none());
+        {
+            let conn = s.conn();
+            conn.execute_batch(
+                "DROP TRIGGER airtime_finished_is_final; DROP TRIGGER airtime_no_delete;
+                 UPDATE airtime SET duration_ms = 60000 WHERE seq = 3;",
+            )
+            .unwrap();
+        }
+        let p = s.verify_chain().unwrap().problem.unwrap();
+        assert_eq!(p.seq, Some(3));
+        assert!(p.what.contains("was changed"), "{p}");
+        {
+            let conn = s.conn();
+            conn.execute_batch("UPDATE airtime SET duration_ms = 2000 WHERE seq = 3; DELETE FROM airtime WHERE seq = 2;")
+                .unwrap();
+        }
+        let p = s.verify_chain().unwrap().problem.unwrap();
+        assert_eq!(p.seq, Some(3));
+        assert!(p.what.contains("expected seq 2"), "{p}");
+    }
+
+    #[test]
+    fn rows_finished_before_the_chain_existed_are_linked_by_the_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        Migrations::new(vec![M::up(super::super::migrations::V1_FOR_TESTS)])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO airtime (title, sha256, output, slot, scheduled_at, started_at, ended_at, duration_ms, status) \
+             VALUES ('a', 'x', 'tower', 'm', '2026-11-01T00:00:00.000Z', '2026-11-01T00:00:01.000Z', '2026-11-01T00:00:03.000Z', 2000, 'completed');
+             INSERT INTO airtime (title, sha256, output, slot, scheduled_at, ended_at, duration_ms, status, detail) \
+             VALUES ('b', 'x', 'pa', 'm', '2026-11-01T00:00:00.000Z', '2026-11-01T00:00:00.500Z', 0, 'failed', 'gone');
+             INSERT INTO airtime (title, sha256, output, slot, scheduled_at, started_at, status) \
+             VALUES ('c', 'x', 'pa', 'm', '2026-11-01T00:00:00.000Z', '2026-11-01T00:00:04.000Z', 'playing');",
+        )
+        .unwrap();
+        super::super::migrations::migrations()
+            .to_latest(&mut conn)
+            .unwrap();
+        let s = Store::setup(conn).unwrap();
+        let check = s.verify_chain().unwrap();
+        assert_eq!(check.problem, None);
+        assert_eq!(check.rows, 2);
+        let links = s.chain_links(1, 10, 10).unwrap();
+        assert_eq!(links[0].row.finalized_at, "2026-11-01T00:00:03.000Z");
+        // The open one joins when closed.
+        s.close_abandoned_airings(at("2026-11-02T00:00:00Z"))
+            .unwrap();
+        assert_eq!(s.verify_chain().unwrap().rows, 3);
+    }
+
+    #[test]
+    fn a_full_disk_releases_the_reserve_then_fails_loudly_never_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.conn()
+            .execute_batch(
+                "INSERT INTO announcements (id, title, priority, status, sha256, size_bytes, container, codec, \
+                 sample_rate, channels, duration_ms, plays_per_day, outputs, uploaded_by, created_at) \
+                 VALUES (1, 't', 'normal', 'approved', 'x', 1, 'mp3', 'mp3', 44100, 2, 2000, 1, 'tower', 'a', '2026-01-01T00:00:00.000Z')",
+            )
+            .unwrap();
+        let reserve = dir.path().join("reserve");
+        s.keep_reserve(reserve.clone(), 100_000).unwrap();
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 100_000);
+        assert!(s.log_status().reserve_held);
+        // The database may not grow by another page: as good as a full disk for SQLite.
+        {
+            let conn = s.conn();
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            conn.pragma_update(None, "max_page_count", pages).unwrap();
+        }
+        let mut written = 0;
+        let mut error = None;
+        for _ in 0..2000 {
+            match s.airing_not_aired(
+                &airing("tower"),
+                AirtimeStatus::Failed,
+                at("2026-11-23T23:00:06Z"),
+                &"x".repeat(500),
+            ) {
+                Ok(_) => written += 1,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let error = error.expect("the database never filled up");
+        assert!(error.to_string().contains("full"), "{error}");
+        let status = s.log_status();
+        assert_eq!(status.failures, 1, "{status:?}");
+        assert!(!status.reserve_held);
+        assert!(status.reserve_released);
+        assert!(!reserve.exists(), "the reserve was given back");
+        assert!(status
+            .last_failure
+            .unwrap()
+            .contains("writing an airtime row"));
+        // What was written before still verifies.
+        let check = s.verify_chain().unwrap();
+        assert_eq!(check.problem, None);
+        assert_eq!(check.rows, written);
     }
 }

@@ -1,9 +1,19 @@
 //! Numbered schema migrations (`PRAGMA user_version`). Append new ones; never edit a shipped one.
 
-use rusqlite_migration::{Migrations, M};
+use rusqlite_migration::{HookError, Migrations, M};
 
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up_with_hook(V2, |tx: &rusqlite::Transaction<'_>| {
+            // Rows finished under V1 join the chain in the order they were written, then the
+            // triggers that keep the chain whole are created.
+            super::airtime::link_unchained(tx, super::airtime::MIGRATION_FINALIZED)
+                .map_err(|e| HookError::Hook(format!("linking the existing airtime rows: {e}")))?;
+            tx.execute_batch(V2_TRIGGERS)?;
+            Ok(())
+        }),
+    ])
 }
 
 const V1: &str = r#"
@@ -92,6 +102,64 @@ WHEN OLD.status = 'playing' AND (
     OR NEW.started_at IS NOT OLD.started_at OR NEW.status = 'playing')
 BEGIN SELECT RAISE(ABORT, 'an open airtime row may only be closed'); END;
 "#;
+
+// Issue #4: the airtime log becomes a hash chain. Every finished row gets `seq` (its place, in
+// the order rows became final), `finalized_at`, `prev_hash` and `hash` (see audit::chain) in
+// the same statement that makes it final. The V1 triggers are replaced (after the hook has
+// linked the rows V1 already finished) by ones that also keep these columns final and make the
+// database itself refuse a row that does not extend the chain's end.
+const V2: &str = r#"
+ALTER TABLE airtime ADD COLUMN seq INTEGER;
+ALTER TABLE airtime ADD COLUMN finalized_at TEXT;
+ALTER TABLE airtime ADD COLUMN prev_hash TEXT;
+ALTER TABLE airtime ADD COLUMN hash TEXT;
+CREATE UNIQUE INDEX airtime_seq ON airtime(seq);
+DROP TRIGGER airtime_finished_is_final;
+DROP TRIGGER airtime_close_only;
+"#;
+
+const V2_TRIGGERS: &str = r#"
+CREATE TRIGGER airtime_finished_is_final BEFORE UPDATE ON airtime
+WHEN OLD.status <> 'playing'
+BEGIN SELECT RAISE(ABORT, 'the airtime log is append-only: a finished row cannot change'); END;
+
+CREATE TRIGGER airtime_close_only BEFORE UPDATE ON airtime
+WHEN OLD.status = 'playing' AND (
+    NEW.id IS NOT OLD.id OR NEW.announcement_id IS NOT OLD.announcement_id
+    OR NEW.title IS NOT OLD.title OR NEW.sha256 IS NOT OLD.sha256 OR NEW.output IS NOT OLD.output
+    OR NEW.slot IS NOT OLD.slot OR NEW.scheduled_at IS NOT OLD.scheduled_at
+    OR NEW.started_at IS NOT OLD.started_at OR NEW.status = 'playing')
+BEGIN SELECT RAISE(ABORT, 'an open airtime row may only be closed'); END;
+
+-- A row becomes final only as the next link of the chain: the next seq, following the hash of
+-- the row before. (The hash itself is checked by `hokrajai audit verify-db`: SQL has no SHA-256.)
+CREATE TRIGGER airtime_close_links BEFORE UPDATE ON airtime
+WHEN OLD.status = 'playing' AND NOT (
+    NEW.seq IS NOT NULL AND NEW.finalized_at IS NOT NULL
+    AND NEW.hash IS NOT NULL AND length(NEW.hash) = 64
+    AND NEW.seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM airtime)
+    AND NEW.prev_hash IS COALESCE((SELECT hash FROM airtime WHERE seq = NEW.seq - 1),
+        '0000000000000000000000000000000000000000000000000000000000000000'))
+BEGIN SELECT RAISE(ABORT, 'a finished airtime row must be the next link of the chain'); END;
+
+CREATE TRIGGER airtime_insert_links BEFORE INSERT ON airtime
+WHEN NEW.status <> 'playing' AND NOT (
+    NEW.seq IS NOT NULL AND NEW.finalized_at IS NOT NULL
+    AND NEW.hash IS NOT NULL AND length(NEW.hash) = 64
+    AND NEW.seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM airtime)
+    AND NEW.prev_hash IS COALESCE((SELECT hash FROM airtime WHERE seq = NEW.seq - 1),
+        '0000000000000000000000000000000000000000000000000000000000000000'))
+BEGIN SELECT RAISE(ABORT, 'a finished airtime row must be the next link of the chain'); END;
+
+CREATE TRIGGER airtime_insert_open BEFORE INSERT ON airtime
+WHEN NEW.status = 'playing' AND (NEW.seq IS NOT NULL OR NEW.finalized_at IS NOT NULL
+    OR NEW.prev_hash IS NOT NULL OR NEW.hash IS NOT NULL)
+BEGIN SELECT RAISE(ABORT, 'an open airtime row has no place in the chain yet'); END;
+"#;
+
+/// V1 alone, for tests of the upgrade from it.
+#[cfg(test)]
+pub(crate) const V1_FOR_TESTS: &str = V1;
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,28 @@
 //! The SQLite store: numbered migrations, announcements and their history, tokens, and the
-//! append-only airtime log. One connection behind a mutex; callers on the async side use
-//! `spawn_blocking`. Instants are stored as UTC RFC 3339 text with milliseconds, which sorts.
+//! append-only, hash-chained airtime log. One connection behind a mutex; callers on the async
+//! side use `spawn_blocking`. Instants are stored as UTC RFC 3339 text with milliseconds, which
+//! sorts.
+//!
+//! Writes to the airtime log go through [`Store::log_write`]: on a full disk it gives up the
+//! reserved room (a file kept beside the database, see [`Store::keep_reserve`]) and tries once
+//! more; a write that still fails is counted and logged at error level, never dropped quietly
+//! ([`Store::log_status`]).
 
 mod airtime;
 mod announcements;
 mod migrations;
 mod tokens;
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
+use serde::Serialize;
 
-pub use airtime::{AirtimeQuery, AirtimeRow};
+pub use airtime::{AirtimeQuery, AirtimeRow, ChainCheck, ChainProblem};
 pub use announcements::{HistoryEntry, NewAnnouncement};
 pub use tokens::{TokenInfo, TOKEN_PREFIX};
 
@@ -37,6 +46,41 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    log: Arc<LogHealth>,
+}
+
+/// How the airtime log's writes are going, shared by every clone of a store.
+#[derive(Default)]
+struct LogHealth {
+    /// The reserved room: a file whose space is given back to the log when the disk fills.
+    reserve: Mutex<Option<PathBuf>>,
+    released: std::sync::atomic::AtomicBool,
+    failures: AtomicU64,
+    last_failure: Mutex<Option<String>>,
+}
+
+/// What [`Store::log_status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogStatus {
+    /// Airtime writes that failed even after the reserved room was given back. Anything but 0
+    /// means airings went unrecorded: the status page and the daemon's log say so.
+    pub failures: u64,
+    pub last_failure: Option<String>,
+    /// Whether the reserved room is still held (false once released, or if never set up).
+    pub reserve_held: bool,
+    /// The reserved room was given back because the disk was full (the daemon's log says when).
+    pub reserve_released: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A write that failed for lack of room (or an I/O error, which on a full disk is often how
+/// SQLite hears ENOSPC while growing its write-ahead log).
+fn out_of_room(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+        if matches!(f.code, ErrorCode::DiskFull | ErrorCode::SystemIoFailure))
 }
 
 impl Store {
@@ -54,13 +98,96 @@ impl Store {
 
     fn setup(mut conn: Connection) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit is on the disk before the call returns, so a power cut (the usual way
+        // a village box stops) cannot take back an airing already logged. The log writes a few
+        // rows per slot; the extra fsync costs nothing that matters.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrations().to_latest(&mut conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            log: Arc::default(),
         })
+    }
+
+    /// Hold `bytes` of the disk for the airtime log in the file at `path` (made, filled with
+    /// zeros so the room is really taken, or kept if already there). When a log write fails for
+    /// lack of room the file is deleted and the write tried again. Errors: the file cannot be
+    /// made (usually: the disk is already full); the log then has no reserve, and says so.
+    pub fn keep_reserve(&self, path: PathBuf, bytes: u64) -> std::io::Result<()> {
+        let have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if have < bytes {
+            let made = (|| {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                let zeros = vec![0u8; 64 * 1024];
+                let mut left = bytes - have;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    f.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                f.sync_all()
+            })();
+            if let Err(e) = made {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        }
+        *lock(&self.log.reserve) = Some(path);
+        Ok(())
+    }
+
+    /// How the airtime log's writes are going.
+    pub fn log_status(&self) -> LogStatus {
+        LogStatus {
+            failures: self.log.failures.load(Ordering::Relaxed),
+            last_failure: lock(&self.log.last_failure).clone(),
+            reserve_held: lock(&self.log.reserve).is_some(),
+            reserve_released: self.log.released.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Give the reserved room back to the disk. True if there was one to give.
+    fn release_reserve(&self) -> bool {
+        let Some(path) = lock(&self.log.reserve).take() else {
+            return false;
+        };
+        let result = std::fs::remove_file(&path);
+        self.log.released.store(true, Ordering::Relaxed);
+        tracing::error!(
+            reserve = %path.display(),
+            removed = result.is_ok(),
+            "DISK FULL: the airtime log ran out of room; its reserved room was released so that \
+             airings keep being recorded. Free space on the data disk now."
+        );
+        true
+    }
+
+    /// Run one airtime-log write. Out of room: release the reserve and try once more. A write
+    /// that still fails is counted and logged loudly, and the error returned.
+    pub(crate) fn log_write<T>(
+        &self,
+        what: &str,
+        mut write: impl FnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        let mut result = write(&mut conn);
+        if matches!(&result, Err(e) if out_of_room(e)) && self.release_reserve() {
+            result = write(&mut conn);
+        }
+        if let Err(e) = &result {
+            if matches!(e, StoreError::Sql(_) | StoreError::Corrupt(_)) {
+                let n = self.log.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let message = format!("{what}: {e}");
+                tracing::error!(failures = n, error = %message, "AIRTIME LOG WRITE FAILED: an airing is not recorded");
+                *lock(&self.log.last_failure) = Some(message);
+            }
+        }
+        result
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -290,3 +290,102 @@ impl Drop for Daemon {
 pub fn with_status<'a>(rows: &'a [Value], status: &str) -> Vec<&'a Value> {
     rows.iter().filter(|r| r["status"] == status).collect()
 }
+
+// ---- helpers for the trust and fault tests (issue #4) ----
+
+impl Daemon {
+    /// Run a CLI command against this daemon's config, success or not: (success, stdout, stderr).
+    pub fn cli_result(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Make a token with `role` and revoke it at once; returns its text (now useless).
+    pub fn revoked_token(&self, role: &str) -> String {
+        let token = self
+            .cli(&["token", "add", "--name", "revoked-one", "--role", role])
+            .trim()
+            .to_string();
+        let list = self.cli(&["token", "list"]);
+        let id = list
+            .lines()
+            .find(|l| l.contains("revoked-one") && l.contains("active"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        self.cli(&["token", "revoke", &id]);
+        token
+    }
+
+    /// The box's public key, as `hokrajai audit pubkey` prints it.
+    pub fn pubkey(&self) -> String {
+        self.cli(&["audit", "pubkey"]).trim().to_string()
+    }
+
+    /// The whole airtime export, as an auditor.
+    pub fn export(&self, query: &str) -> String {
+        let r = self.get(&format!("/api/v1/airtime/export{query}"), Some("auditor"));
+        assert_eq!(r.status(), 200, "export");
+        r.text().unwrap()
+    }
+}
+
+/// A blocking HTTP client whose connections come from `local` (on Linux every 127.x.y.z is a
+/// local address), to act as another machine on the office network.
+pub fn client_from(local: std::net::IpAddr) -> Client {
+    Client::builder()
+        .local_address(local)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A multipart form (text `fields`, then `file` as `audio`) as one body: (content type, bytes).
+/// reqwest's blocking client streams a `multipart::Form`, and when the server answers before
+/// reading it all (a refusal: 403, 503, 507) the send fails on the client's side instead of
+/// showing the status; a body sent whole does not.
+pub fn multipart_whole(fields: &[(&str, &str)], file: &Path) -> (String, Vec<u8>) {
+    let boundary = "hokrajai-test-boundary-7d1c";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .into_bytes(),
+        );
+    }
+    let name = file.file_name().unwrap().to_string_lossy();
+    body.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    body.extend(std::fs::read(file).unwrap());
+    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Daemon {
+    /// [`Daemon::upload`] with the body sent whole (see [`multipart_whole`]): for uploads that
+    /// may be refused before they are read.
+    pub fn upload_whole(&self, who: &str, file: &Path, fields: &[(&str, &str)]) -> Response {
+        let (content_type, body) = multipart_whole(fields, file);
+        self.http
+            .post(self.url("/api/v1/announcements"))
+            .bearer_auth(&self.tokens[who])
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    }
+}
