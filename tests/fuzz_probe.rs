@@ -700,7 +700,7 @@ fn kept_inputs() -> Vec<PathBuf> {
 #[test]
 fn regressions_the_probe_child_answers_or_dies_never_hangs() {
     let inputs = kept_inputs();
-    assert!(inputs.len() >= 8, "{inputs:?}");
+    assert!(inputs.len() >= 19, "{inputs:?}");
     for path in inputs {
         let started = Instant::now();
         let out = std::process::Command::new(common::BIN)
@@ -743,9 +743,17 @@ fn regressions_uploads_that_crash_the_decoder_are_refused_and_the_daemon_stays_u
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().unwrap();
         assert_eq!(status, 422, "{}: {body}", path.display());
-        assert_eq!(
-            body["error"],
-            "decoder_failed",
+        // decoder_failed in a debug build (overflow checks on); a release build may wrap
+        // instead of panicking and refuse the file another way.
+        let code = body["error"].as_str().unwrap_or_default();
+        assert!(
+            [
+                "decoder_failed",
+                "undecodable",
+                "not_audio",
+                "decode_timeout"
+            ]
+            .contains(&code),
             "{}: {body}",
             path.display()
         );

@@ -245,11 +245,11 @@ async fn probe_untrusted(path: PathBuf) -> Result<media::ProbeInfo, ApiError> {
                 "not_audio" => "not_audio",
                 "undecodable" => "undecodable",
                 "decode_timeout" => "decode_timeout",
+                // Our own temp file was just written: a read error here comes from the file's
+                // contents (a seek to an offset its header invents: EINVAL), not from the disk.
                 "io_error" => {
-                    return Err(ApiError::internal(format!(
-                        "probing {}: {message}",
-                        path.display()
-                    )))
+                    tracing::warn!(path = %path.display(), %message, "probe: I/O error on an upload");
+                    "undecodable"
                 }
                 _ => "decoder_failed",
             };
