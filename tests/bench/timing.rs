@@ -904,7 +904,11 @@ fn naive_cron(dir: &Path) -> Figures {
     for sink in 0..NAIVE_SINKS {
         let line = line.clone();
         handles.push(std::thread::spawn(move || -> Result<SinkRun, String> {
-            let card = SoundCard::open().map_err(|e| format!("the stand-in sound card: {e}"))?;
+            // Each sink's 10 ms tick at a different phase to the second (0, 3.3, 6.7 ms): when
+            // cron's process lands relative to a tick varies from card to card.
+            let phase = Duration::from_micros(10_000 / NAIVE_SINKS as u64 * sink as u64);
+            let card =
+                SoundCard::open(phase).map_err(|e| format!("the stand-in sound card: {e}"))?;
             let mut targets = Vec::new();
             for round in 0..NAIVE_ROUNDS {
                 // Sinks take turns, one a second: like cron lines on different seconds.
@@ -1023,7 +1027,8 @@ struct SoundCard {
 }
 
 impl SoundCard {
-    fn open() -> std::io::Result<SoundCard> {
+    /// Open it with its ticks `phase` after each whole 10 ms of the wall clock.
+    fn open(phase: Duration) -> std::io::Result<SoundCard> {
         let (mut reader, writer) = std::io::pipe()?;
         rustix::pipe::fcntl_setpipe_size(&reader, 4096)?;
         rustix::fs::fcntl_setfl(&reader, rustix::fs::OFlags::NONBLOCK)?;
@@ -1038,7 +1043,9 @@ impl SoundCard {
             let mut chunk = [0_u8; BYTES];
             let mut samples = vec![0.0_f32; FRAMES * 2];
             let mut stalls = Vec::new();
-            let mut deadline = Instant::now() + Duration::from_millis(10);
+            let into_tick =
+                Duration::from_nanos(u64::from(Utc::now().timestamp_subsec_nanos()) % 10_000_000);
+            let mut deadline = Instant::now() + Duration::from_millis(20) + phase - into_tick;
             while !stopped.load(Ordering::Acquire) {
                 let now = Instant::now();
                 if let Some(wait) = deadline.checked_duration_since(now) {
