@@ -16,10 +16,19 @@ pub enum Role {
     Approver,
     Auditor,
     Admin,
+    /// A district box reporting to its province (issue #3): may only report its own airtime
+    /// and hand over CAP alerts, nothing else.
+    Box,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Uploader, Role::Approver, Role::Auditor, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Uploader,
+        Role::Approver,
+        Role::Auditor,
+        Role::Admin,
+        Role::Box,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +36,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Box => "box",
         }
     }
 }
@@ -44,7 +54,7 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role '{s}' (expected uploader, approver, auditor or admin)")
+                format!("unknown role '{s}' (expected uploader, approver, auditor, admin or box)")
             })
     }
 }
@@ -137,6 +147,43 @@ pub struct Announcement {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// Where it came from: uploaded here, pulled from the province, or a CAP alert.
+    pub source: Source,
+    /// The province's item id (`<upstream>/<id>`) or the CAP message (`sender/identifier`).
+    pub source_ref: Option<String>,
+}
+
+/// Where an announcement came from. Only `Local` ones go through this box's two-person
+/// approval; the others arrive approved (by the province, or by the CAP sender's authority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Local,
+    Province,
+    Cap,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Province => "province",
+            Source::Cap => "cap",
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Self::Local),
+            "province" => Ok(Self::Province),
+            "cap" => Ok(Self::Cap),
+            _ => Err(format!("unknown announcement source '{s}'")),
+        }
+    }
 }
 
 impl Announcement {

@@ -73,6 +73,8 @@ fn ann(id: i64, secs: u64) -> Announcement {
         decided_by: Some("kanya".into()),
         decided_at: Some(t("2026-11-01T00:00:00Z") + chrono::Duration::seconds(id)),
         reason: None,
+        source: Default::default(),
+        source_ref: None,
     }
 }
 

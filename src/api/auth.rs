@@ -172,6 +172,25 @@ fn count_failure(parts: &Parts) {
     }
 }
 
+/// A caller of any role, the `box` role included. Only the endpoints a district box needs take
+/// this (reporting airtime, handing over CAP alerts, whoami); every other one takes [`Caller`],
+/// which refuses box tokens, so a box's token opens nothing else even if it leaks.
+pub struct AnyCaller(pub Caller);
+
+impl<S> FromRequestParts<S> for AnyCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, AppState::from_ref(state))
+            .await
+            .map(AnyCaller)
+    }
+}
+
 impl<S> FromRequestParts<S> for Caller
 where
     AppState: FromRef<S>,
@@ -180,36 +199,47 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            unauthorized("ต้องใช้โทเคน / an 'Authorization: Bearer <token>' header is required")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 200)
-            .map(str::to_string);
-        let Some(token) = token else {
-            count_failure(parts);
-            return Err(unauthorized(
-                "the Authorization header must be 'Bearer <token>'",
+        let caller = authenticate(parts, AppState::from_ref(state)).await?;
+        if caller.role == Role::Box {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "ไม่มีสิทธิ์ / a box token may only report airtime and hand over CAP alerts",
             ));
-        };
-        let info = state.db(move |s| s.verify_token(&token)).await?;
-        let Some(info) = info else {
-            count_failure(parts);
-            return Err(unauthorized(
-                "โทเคนไม่ถูกต้องหรือถูกยกเลิก / the token is unknown or revoked",
-            ));
-        };
-        Ok(Caller {
-            token_id: info.id,
-            name: info.name,
-            role: info.role,
-        })
+        }
+        Ok(caller)
     }
+}
+
+async fn authenticate(parts: &mut Parts, state: AppState) -> Result<Caller, ApiError> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        unauthorized("ต้องใช้โทเคน / an 'Authorization: Bearer <token>' header is required")
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+        .map(str::to_string);
+    let Some(token) = token else {
+        count_failure(parts);
+        return Err(unauthorized(
+            "the Authorization header must be 'Bearer <token>'",
+        ));
+    };
+    let info = state.db(move |s| s.verify_token(&token)).await?;
+    let Some(info) = info else {
+        count_failure(parts);
+        return Err(unauthorized(
+            "โทเคนไม่ถูกต้องหรือถูกยกเลิก / the token is unknown or revoked",
+        ));
+    };
+    Ok(Caller {
+        token_id: info.id,
+        name: info.name,
+        role: info.role,
+    })
 }
 
 #[cfg(test)]

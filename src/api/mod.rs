@@ -22,7 +22,7 @@ use axum::Extension;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use auth::Caller;
+pub use auth::{AnyCaller, Caller};
 pub use error::ApiError;
 
 use crate::runner::Runner;

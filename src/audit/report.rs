@@ -403,6 +403,8 @@ mod tests {
             decided_by: Some("b".into()),
             decided_at: Some(at(decided)),
             reason: None,
+            source: Default::default(),
+            source_ref: None,
         }
     }
 

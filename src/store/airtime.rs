@@ -41,10 +41,11 @@ impl std::fmt::Display for ChainProblem {
     }
 }
 
-const LINK_COLUMNS: &str = "seq, id, announcement_id, title, sha256, output, slot, scheduled_at, \
+pub(super) const LINK_COLUMNS: &str =
+    "seq, id, announcement_id, title, sha256, output, slot, scheduled_at, \
     started_at, ended_at, duration_ms, status, detail, finalized_at, prev_hash, hash";
 
-fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
+pub(super) fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
     Ok(Link {
         row: ChainRow {
             seq: r.get(0)?,

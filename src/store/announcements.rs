@@ -40,13 +40,14 @@ pub struct HistoryEntry {
 
 const COLUMNS: &str = "id, title, script, agency, priority, status, sha256, size_bytes, codec, \
     sample_rate, channels, duration_ms, loudness_lufs, valid_from, valid_until, plays_per_day, \
-    outputs, uploaded_by, created_at, decided_by, decided_at, reason";
+    outputs, uploaded_by, created_at, decided_by, decided_at, reason, source, source_ref";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Announcement>> {
     let priority: String = r.get(4)?;
     let status: String = r.get(5)?;
     let outputs: String = r.get(16)?;
     let created: String = r.get(18)?;
+    let source: String = r.get(22)?;
     let (vf, vu, da): (Option<String>, Option<String>, Option<String>) =
         (r.get(13)?, r.get(14)?, r.get(20)?);
     let build = || -> Result<Announcement> {
@@ -77,6 +78,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Announcement>> {
             decided_by: r.get(19)?,
             decided_at: parse_opt_ts(da.clone())?,
             reason: r.get(21)?,
+            source: source.parse().map_err(StoreError::Corrupt)?,
+            source_ref: r.get(23)?,
         })
     };
     Ok(build())

@@ -13,6 +13,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
             tx.execute_batch(V2_TRIGGERS)?;
             Ok(())
         }),
+        M::up(V3),
     ])
 }
 
@@ -155,6 +156,122 @@ CREATE TRIGGER airtime_insert_open BEFORE INSERT ON airtime
 WHEN NEW.status = 'playing' AND (NEW.seq IS NOT NULL OR NEW.finalized_at IS NOT NULL
     OR NEW.prev_hash IS NOT NULL OR NEW.hash IS NOT NULL)
 BEGIN SELECT RAISE(ABORT, 'an open airtime row has no place in the chain yet'); END;
+"#;
+
+// Issue #3, the provincial link. A `box` role for tokens (SQLite cannot change a CHECK, so the
+// table is rebuilt with the same rows); where an announcement came from (uploaded here, pulled
+// from the province, or a CAP alert); the state of each upstream manifest; the outbox of airtime
+// rows still to report, filled by triggers so a row is queued in the very transaction that
+// makes it final; on a province, the rows boxes reported, kept per box and as append-only as
+// the box's own log; and every CAP message received, aired or not.
+const V3: &str = r#"
+CREATE TABLE tokens_v3 (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('uploader', 'approver', 'auditor', 'admin', 'box')),
+    hash       TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+INSERT INTO tokens_v3 (id, name, role, hash, created_at, revoked_at)
+    SELECT id, name, role, hash, created_at, revoked_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v3 RENAME TO tokens;
+
+ALTER TABLE announcements ADD COLUMN source TEXT NOT NULL DEFAULT 'local'
+    CHECK (source IN ('local', 'province', 'cap'));
+ALTER TABLE announcements ADD COLUMN source_ref TEXT;
+CREATE UNIQUE INDEX announcements_source_ref ON announcements(source, source_ref)
+    WHERE source_ref IS NOT NULL;
+
+CREATE TABLE upstreams (
+    name            TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    etag            TEXT,
+    sequence        INTEGER,
+    manifest_sha256 TEXT,
+    items           INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at TEXT,
+    last_success_at TEXT,
+    last_change_at  TEXT,
+    last_error      TEXT,
+    last_error_at   TEXT
+);
+
+CREATE TABLE outbox (
+    seq       INTEGER PRIMARY KEY,
+    queued_at TEXT NOT NULL
+);
+INSERT INTO outbox (seq, queued_at) SELECT seq, finalized_at FROM airtime WHERE seq IS NOT NULL;
+CREATE TRIGGER airtime_outbox_close AFTER UPDATE OF seq ON airtime
+WHEN OLD.seq IS NULL AND NEW.seq IS NOT NULL
+BEGIN INSERT INTO outbox (seq, queued_at) VALUES (NEW.seq, NEW.finalized_at); END;
+CREATE TRIGGER airtime_outbox_insert AFTER INSERT ON airtime
+WHEN NEW.seq IS NOT NULL
+BEGIN INSERT INTO outbox (seq, queued_at) VALUES (NEW.seq, NEW.finalized_at); END;
+
+CREATE TABLE reporter (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    last_attempt_at TEXT,
+    last_success_at TEXT,
+    last_error      TEXT,
+    last_error_at   TEXT,
+    reported_rows   INTEGER NOT NULL DEFAULT 0,
+    reported_through INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO reporter (id) VALUES (1);
+
+CREATE TABLE box_airtime (
+    box             TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    id              INTEGER NOT NULL,
+    announcement_id INTEGER,
+    title           TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    output          TEXT NOT NULL,
+    slot            TEXT NOT NULL,
+    scheduled_at    TEXT NOT NULL,
+    started_at      TEXT,
+    ended_at        TEXT,
+    duration_ms     INTEGER,
+    status          TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    finalized_at    TEXT NOT NULL,
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL,
+    received_at     TEXT NOT NULL,
+    PRIMARY KEY (box, seq)
+);
+CREATE INDEX box_airtime_scheduled ON box_airtime(scheduled_at);
+CREATE INDEX box_airtime_box_output ON box_airtime(box, output, scheduled_at);
+CREATE TRIGGER box_airtime_no_update BEFORE UPDATE ON box_airtime
+BEGIN SELECT RAISE(ABORT, 'reported airtime is append-only'); END;
+CREATE TRIGGER box_airtime_no_delete BEFORE DELETE ON box_airtime
+BEGIN SELECT RAISE(ABORT, 'reported airtime is append-only'); END;
+
+CREATE TABLE box_reports (
+    box         TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    rows        INTEGER NOT NULL,
+    new_rows    INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (box, key)
+);
+
+CREATE TABLE cap_messages (
+    id              INTEGER PRIMARY KEY,
+    sender          TEXT NOT NULL,
+    identifier      TEXT NOT NULL,
+    sent            TEXT NOT NULL,
+    received_at     TEXT NOT NULL,
+    via             TEXT NOT NULL,
+    decision        TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    announcement_id INTEGER REFERENCES announcements(id),
+    UNIQUE (sender, identifier, sent)
+);
 "#;
 
 /// V1 alone, for tests of the upgrade from it.

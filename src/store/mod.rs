@@ -11,6 +11,7 @@
 mod airtime;
 mod announcements;
 mod migrations;
+mod sync;
 mod tokens;
 
 use std::io::Write;
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 pub use airtime::{AirtimeQuery, AirtimeRow, ChainCheck, ChainProblem};
 pub use announcements::{HistoryEntry, NewAnnouncement};
+pub use sync::{CapRecord, ReportOutcome, ReporterState, UpstreamState, UpstreamUpdate};
 pub use tokens::{TokenInfo, TOKEN_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
