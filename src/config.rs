@@ -64,6 +64,47 @@ struct RawConfig {
     min_gap: Option<String>,
     #[serde(default)]
     output: Vec<RawOutput>,
+    district: Option<RawDistrict>,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+    report: Option<RawReport>,
+    cap: Option<RawCap>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDistrict {
+    code: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Option<String>,
+    manifest_url: Option<String>,
+    keys: Option<Vec<String>>,
+    poll: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    url: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    interval: Option<String>,
+    batch: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCap {
+    feed_url: Option<String>,
+    poll: Option<String>,
+    geocodes: Option<Vec<String>>,
+    air_test: Option<bool>,
+    repeat: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +144,64 @@ pub struct Config {
     /// Least time between two airings of the same item on one output.
     pub min_gap: Option<Duration>,
     pub outputs: Vec<OutputSpec>,
+    /// The district this box serves (issue #3): items and CAP alerts for other districts are
+    /// not aired here.
+    pub district: Option<District>,
+    /// Provincial manifests of approved content to pull.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Where airtime is reported.
+    pub report: Option<ReportConfig>,
+    pub cap: CapConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct District {
+    /// The district's code, e.g. the TIS-1099 code "5012".
+    pub code: String,
+    pub name: Option<String>,
+}
+
+/// One `[[upstream]]`: a signed manifest of approved content (see `sync::manifest`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub manifest_url: String,
+    /// Ed25519 public keys trusted to sign this manifest.
+    pub keys: Vec<ed25519_dalek::VerifyingKey>,
+    pub poll: Duration,
+}
+
+/// `[report]`: where and how airtime rows are reported. The token never shows in Debug.
+#[derive(Clone, PartialEq)]
+pub struct ReportConfig {
+    pub url: String,
+    pub token: String,
+    pub interval: Duration,
+    pub batch: u32,
+}
+
+impl std::fmt::Debug for ReportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportConfig")
+            .field("url", &self.url)
+            .field("token", &"(hidden)")
+            .field("interval", &self.interval)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+/// `[cap]`: CAP 1.2 alerts by feed and by POST /api/v1/cap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapConfig {
+    pub feed_url: Option<String>,
+    pub poll: Duration,
+    /// (valueName, value) pairs this box answers to, e.g. ("TIS1099", "5012").
+    pub geocodes: Vec<(String, String)>,
+    /// Air messages with status Test or Exercise (never in production).
+    pub air_test: bool,
+    /// Times an emergency message is repeated after the alert tone.
+    pub repeat: u32,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -278,6 +377,174 @@ impl Config {
             outs
         };
 
+        let district = match raw.district {
+            None => None,
+            Some(d) => {
+                let code = d
+                    .code
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "[district] needs code = \"...\" (e.g. the TIS-1099 code \"5012\")"
+                                .into(),
+                        )
+                    })?;
+                Some(District { code, name: d.name })
+            }
+        };
+        let http_url = |what: &str, u: Option<String>| -> Result<String, ConfigError> {
+            let u = u.map(|u| u.trim().to_string()).unwrap_or_default();
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Ok(u)
+            } else {
+                Err(invalid(format!(
+                    "{what} must be an http:// or https:// URL, not '{u}'"
+                )))
+            }
+        };
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for (i, u) in raw.upstream.into_iter().enumerate() {
+            let name = u.name.unwrap_or_else(|| "province".into());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(format!(
+                    "upstream #{}: name '{name}' may hold ASCII letters, digits, '-' and '_' only",
+                    i + 1
+                )));
+            }
+            if upstreams.iter().any(|x| x.name == name) {
+                return Err(invalid(format!("upstream '{name}' is configured twice")));
+            }
+            let manifest_url =
+                http_url(&format!("upstream '{name}': manifest_url"), u.manifest_url)?;
+            let keys = u
+                .keys
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    // 64 hex digits, or a file holding them (relative to this config file).
+                    let arg = if k.trim().len() == 64 {
+                        k.clone()
+                    } else {
+                        rel(PathBuf::from(k)).display().to_string()
+                    };
+                    crate::audit::key::parse_public_key(&arg)
+                        .map_err(|e| invalid(format!("upstream '{name}': {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                return Err(invalid(format!(
+                    "upstream '{name}' needs keys = [\"<the province's public key>\"]: nothing unsigned is ever aired"
+                )));
+            }
+            let poll = match u.poll {
+                None => Duration::from_secs(300),
+                Some(p) => parse_duration(&p)
+                    .map_err(|m| invalid(format!("upstream '{name}': poll {m}")))?,
+            };
+            if poll < Duration::from_secs(1) {
+                return Err(invalid(format!(
+                    "upstream '{name}': poll must be at least 1s"
+                )));
+            }
+            upstreams.push(UpstreamConfig {
+                name,
+                manifest_url,
+                keys,
+                poll,
+            });
+        }
+        let report = match raw.report {
+            None => None,
+            Some(r) => {
+                let url = http_url("[report] url", r.url)?;
+                let token = match (r.token, r.token_file) {
+                    (Some(t), None) => t,
+                    (None, Some(f)) => {
+                        let f = rel(f);
+                        std::fs::read_to_string(&f).map_err(|e| {
+                            invalid(format!("[report] token_file {}: {e}", f.display()))
+                        })?
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "[report] needs exactly one of token or token_file (the box's token on the province)".into(),
+                        ))
+                    }
+                };
+                let token = token.trim().to_string();
+                if token.is_empty() {
+                    return Err(invalid("[report] token is empty".into()));
+                }
+                let interval = match r.interval {
+                    None => Duration::from_secs(60),
+                    Some(p) => {
+                        parse_duration(&p).map_err(|m| invalid(format!("[report] interval {m}")))?
+                    }
+                };
+                let batch = r.batch.unwrap_or(500);
+                if !(1..=5000).contains(&batch) {
+                    return Err(invalid(format!(
+                        "[report] batch {batch} must be between 1 and 5000"
+                    )));
+                }
+                Some(ReportConfig {
+                    url,
+                    token,
+                    interval,
+                    batch,
+                })
+            }
+        };
+        let cap = {
+            let c = raw.cap;
+            let (feed_url, poll, geocodes, air_test, repeat) = match c {
+                None => (None, None, None, None, None),
+                Some(c) => (c.feed_url, c.poll, c.geocodes, c.air_test, c.repeat),
+            };
+            let feed_url = feed_url
+                .map(|u| http_url("[cap] feed_url", Some(u)))
+                .transpose()?;
+            let poll = match poll {
+                None => Duration::from_secs(60),
+                Some(p) => parse_duration(&p).map_err(|m| invalid(format!("[cap] poll {m}")))?,
+            };
+            let mut codes = Vec::new();
+            for g in geocodes.unwrap_or_default() {
+                let Some((n, v)) = g
+                    .split_once(':')
+                    .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+                else {
+                    return Err(invalid(format!(
+                        "[cap] geocodes: '{g}' must be valueName:value, e.g. \"TIS1099:5012\""
+                    )));
+                };
+                codes.push((n.trim().to_string(), v.trim().to_string()));
+            }
+            if codes.is_empty() {
+                if let Some(d) = &district {
+                    codes.push(("TIS1099".to_string(), d.code.clone()));
+                }
+            }
+            let repeat = repeat.unwrap_or(2);
+            if !(1..=10).contains(&repeat) {
+                return Err(invalid(format!(
+                    "[cap] repeat {repeat} must be between 1 and 10"
+                )));
+            }
+            CapConfig {
+                feed_url,
+                poll,
+                geocodes: codes,
+                air_test: air_test.unwrap_or(false),
+                repeat,
+            }
+        };
+
         Ok(Config {
             source: path.map(Path::to_path_buf),
             listen,
@@ -296,6 +563,10 @@ impl Config {
             quiet_hours,
             min_gap,
             outputs,
+            district,
+            upstreams,
+            report,
+            cap,
         })
     }
 

@@ -14,4 +14,5 @@ pub mod playout;
 pub mod runner;
 pub mod schedule;
 pub mod store;
+pub mod sync;
 pub mod thai;

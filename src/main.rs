@@ -16,6 +16,7 @@ use hokrajai::config::{Config, DEMO_SCHEDULE, EMBEDDED_AUDIO};
 use hokrajai::domain::{AnnouncementStatus, Priority, Role};
 use hokrajai::runner::{Planner, Runner};
 use hokrajai::store::{NewAnnouncement, Store};
+use hokrajai::sync::publish::{PublishRequest, WithdrawRequest};
 use hokrajai::thai::format_datetime;
 
 #[derive(Parser)]
@@ -80,6 +81,39 @@ enum Command {
     /// child down.
     #[command(hide = true)]
     ProbeFile { file: PathBuf },
+    /// Make a new Ed25519 key pair (the province's publishing key): the seed in FILE (0600,
+    /// never overwritten), the public key in FILE.pub and on stdout.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// (Province) Publish approved announcements of this store, with their audio, as a signed
+    /// manifest in DIR for the districts to pull. Cumulative: DIR's current manifest is kept.
+    Publish {
+        #[command(flatten)]
+        common: Common,
+        /// The signing key made by `hokrajai keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The published folder (served as-is by a web server).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Who publishes, written into the manifest.
+        #[arg(long, value_name = "NAME", default_value = "province")]
+        publisher: String,
+        /// District code the ITEMS are for (repeat it); none means every district.
+        #[arg(long = "district", value_name = "CODE")]
+        districts: Vec<String>,
+        /// Take a published item back: its id, and optionally why (repeat it).
+        #[arg(long, value_name = "ID[:REASON]", value_parser = WithdrawRequest::parse)]
+        withdraw: Vec<WithdrawRequest>,
+        /// Start over if DIR's manifest does not verify with this key.
+        #[arg(long)]
+        force: bool,
+        /// Announcement ids (approved, in this store) to add or refresh.
+        #[arg(value_name = "ITEMS")]
+        items: Vec<i64>,
+    },
     /// The tamper-evident airtime log: the box's public key, signed exports, verification, and
     /// the planned-vs-aired day report.
     Audit {
@@ -222,7 +256,58 @@ fn main() -> Result<()> {
         Command::Token { action } => token(action),
         Command::Audit { action } => audit(action),
         Command::ProbeFile { file } => probe_file(&file),
+        Command::Keygen { out } => keygen(&out),
+        Command::Publish {
+            common,
+            key,
+            out,
+            publisher,
+            districts,
+            withdraw,
+            force,
+            items,
+        } => {
+            let req = PublishRequest {
+                items,
+                withdraw,
+                districts,
+                publisher,
+                all_outputs: Vec::new(),
+                force,
+            };
+            publish(common, &key, &out, req)
+        }
     }
+}
+
+fn keygen(out: &std::path::Path) -> Result<()> {
+    use hokrajai::audit::key;
+    let signing = key::generate_signing_key()?;
+    let public = key::write_new_key_file(out, &signing)?;
+    eprintln!(
+        "key written to {} (keep it secret); public key in {}:",
+        out.display(),
+        public.display()
+    );
+    println!("{}", key::public_hex(&signing.verifying_key()));
+    Ok(())
+}
+
+fn publish(
+    common: Common,
+    key: &std::path::Path,
+    out: &std::path::Path,
+    mut req: PublishRequest,
+) -> Result<()> {
+    let config = load_config(&common)?;
+    let signing = hokrajai::audit::key::load_signing_key(key)?;
+    let store = open_store(&config)?;
+    req.all_outputs = config.output_names();
+    let audio = config.data_dir.join("audio");
+    let report =
+        hokrajai::sync::publish::publish(&store, &audio, &signing, out, &req, SystemClock.now())?;
+    println!("{report}");
+    Ok(())
 }
 
 /// Address space the probe child may use: far more than decoding one file needs, far less than
@@ -628,6 +713,17 @@ async fn run(
         shutdown_signal(stop_rx.clone()),
     ));
     let runner_task = tokio::spawn(runner.clone().run(shutdown_signal(stop_rx.clone())));
+    // Airtime rows go to the province from the outbox; the task ends when stop_rx turns true.
+    if let Some(report) = config.report.clone() {
+        tokio::spawn(hokrajai::sync::report::run(
+            runner.store.clone(),
+            runner.clock.clone(),
+            report,
+            stop_rx.clone(),
+        ));
+    }
+    // The provincial link (issue #3): pullers, the CAP feed. They never hold up playout.
+    let link_tasks = hokrajai::sync::spawn(runner.clone(), stop_rx.clone());
 
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "no systemd notify socket");
@@ -659,6 +755,10 @@ async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = runner_task.await;
+    for t in link_tasks {
+        t.abort();
+        let _ = t.await;
+    }
     // Idle keep-alive connections would hold the server (and its handle on the runner) open:
     // give requests in flight a moment, then drop the server.
     let mut server = server;

@@ -250,6 +250,16 @@ impl Runner {
         taken
     }
 
+    /// Announcement `id` was withdrawn: every output stops it if it is on air (its row ends
+    /// `interrupted`, "withdrawn: <reason>") and drops it from what it has queued, then the plan
+    /// is made again without it. Returns at once.
+    pub fn stop_announcement(&self, id: i64, reason: &str) {
+        for p in &self.players {
+            p.stop_item(id, reason);
+        }
+        self.replan();
+    }
+
     /// Silence every output now; the open airings are logged `interrupted`.
     pub fn stop_all(&self) {
         for p in &self.players {

@@ -159,111 +159,16 @@ async fn receive(
     })
 }
 
-/// Probe an untrusted upload in a child process (`hokrajai probe-file`, see main.rs), with a
-/// memory ceiling and a time budget. A decoder that panics is caught by the thread isolation of
-/// `media::probe_isolated`, but one that asks for an absurd allocation aborts the whole process
-/// (the fuzzer found an m4a whose `stsc` atom claims 1.7 billion entries): in a child, that
-/// ends the child, not the daemon. Falls back to the thread when the child cannot be started
-/// (the binary was replaced on disk by an upgrade, say).
-///
-/// The child prints one JSON line: `{"ok": ProbeInfo}` or `{"error": code, "message": text}`.
+/// Probe an untrusted upload in a child process (see `media::probe_in_child`): a decoder that
+/// aborts takes only the child down, and the upload gets a 422.
 async fn probe_untrusted(path: PathBuf) -> Result<media::ProbeInfo, ApiError> {
-    let spawned = std::env::current_exe().and_then(|exe| {
-        tokio::process::Command::new(exe)
-            .arg("probe-file")
-            .arg(&path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-    });
-    let child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the probe process; probing on a thread instead");
-            return tokio::task::spawn_blocking(move || media::probe_isolated(path, PROBE_BUDGET))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .map_err(media_error);
-        }
-    };
-    let refused = |code: &'static str, why: String| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            format!("ไฟล์เสียงใช้ไม่ได้ / this file cannot be used as an announcement: {why}"),
-        )
-    };
-    // Dropping the child on timeout kills it.
-    let out = match tokio::time::timeout(PROBE_BUDGET, child.wait_with_output()).await {
-        Err(_) => {
-            return Err(refused(
-                "decode_timeout",
-                MediaError::Timeout(PROBE_BUDGET).to_string(),
-            ))
-        }
-        Ok(Err(e)) => return Err(ApiError::internal(format!("the probe process: {e}"))),
-        Ok(Ok(out)) => out,
-    };
-    #[derive(Deserialize)]
-    struct Answer {
-        ok: Option<ProbeAnswer>,
-        error: Option<String>,
-        message: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct ProbeAnswer {
-        container: String,
-        codec: String,
-        sample_rate: u32,
-        channels: u16,
-        duration_ms: u64,
-        loudness_lufs: Option<f64>,
-    }
-    let answer: Option<Answer> = std::str::from_utf8(&out.stdout)
-        .ok()
-        .and_then(|t| t.lines().last())
-        .and_then(|l| serde_json::from_str(l).ok());
-    match answer {
-        Some(Answer { ok: Some(p), .. }) if out.status.success() => Ok(media::ProbeInfo {
-            container: p.container,
-            codec: p.codec,
-            sample_rate: p.sample_rate,
-            channels: p.channels,
-            duration_ms: p.duration_ms,
-            loudness_lufs: p.loudness_lufs,
-        }),
-        Some(Answer {
-            error: Some(code),
-            message,
-            ..
-        }) => {
-            let message = message.unwrap_or_default();
-            let code = match code.as_str() {
-                "empty_file" => "empty_file",
-                "not_audio" => "not_audio",
-                "undecodable" => "undecodable",
-                "decode_timeout" => "decode_timeout",
-                // Our own temp file was just written: a read error here comes from the file's
-                // contents (a seek to an offset its header invents: EINVAL), not from the disk.
-                "io_error" => {
-                    tracing::warn!(path = %path.display(), %message, "probe: I/O error on an upload");
-                    "undecodable"
-                }
-                _ => "decoder_failed",
-            };
-            Err(refused(code, message))
-        }
-        _ => {
-            // Killed (abort on an impossible allocation, a signal) or an answer we cannot read.
-            tracing::warn!(status = %out.status, path = %path.display(), "the decoder died on an upload");
-            Err(refused(
-                "decoder_failed",
-                format!("the decoder failed on this file ({})", out.status),
-            ))
-        }
-    }
+    media::probe_in_child(path, PROBE_BUDGET)
+        .await
+        .map_err(|e| match e {
+            // Only the child's own plumbing fails with Io here; the file's contents did not.
+            MediaError::Io(io) => ApiError::internal(format!("the probe process: {io}")),
+            e => media_error(e),
+        })
 }
 
 fn media_error(e: MediaError) -> ApiError {
@@ -646,6 +551,14 @@ async fn decide(
         .db(move |s| s.decide(id, to, &actor, reason.trim(), now))
         .await?;
     tracing::info!(id, status = to.as_str(), by = %caller.name, "announcement decided");
+    if to == AnnouncementStatus::Withdrawn {
+        // Off the air too, if it is airing now (the plan alone would only stop the next slot).
+        let why = match a.reason.as_deref() {
+            Some(r) if !r.is_empty() => format!("withdrawn by {}: {r}", caller.name),
+            _ => format!("withdrawn by {}", caller.name),
+        };
+        st.runner.stop_announcement(id, &why);
+    }
     st.runner.replan();
     Ok(Json(json!(a)))
 }

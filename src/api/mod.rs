@@ -10,6 +10,8 @@ mod console;
 mod emergency;
 mod error;
 mod limits;
+mod reports;
+mod link;
 mod status;
 
 use std::future::Future;
@@ -96,6 +98,18 @@ pub fn router(state: AppState) -> Router {
             post(emergency::trigger).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/api/v1/playout/stop", post(emergency::stop))
+        .route(
+            "/api/v1/reports",
+            post(reports::report).layer(DefaultBodyLimit::max(reports::MAX_COMPRESSED_BYTES)),
+        )
+        .route("/api/v1/boxes", get(reports::boxes))
+        .route(
+            "/api/v1/cap",
+            post(link::post_cap)
+                .get(link::list_cap)
+                .layer(DefaultBodyLimit::max(crate::sync::cap::MAX_CAP_BYTES)),
+        )
+        .route("/api/v1/link", get(link::link_status))
         .route("/", get(console::index))
         .route("/assets/{*path}", get(console::asset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AnyCaller, AppState, Caller};
 use crate::thai::format_datetime;
 
 /// The longest plan one request may ask for.
@@ -33,7 +33,7 @@ pub(super) fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<
 }
 
 /// Who the token belongs to, so a console can show the right actions.
-pub async fn whoami(caller: Caller) -> Json<Value> {
+pub async fn whoami(AnyCaller(caller): AnyCaller) -> Json<Value> {
     Json(json!({"name": caller.name, "role": caller.role}))
 }
 

@@ -26,6 +26,8 @@ pub enum KeyError {
     BadPublicKey(String),
     #[error("the signature is not valid for this public key")]
     BadSignature,
+    #[error("{0} already exists; refusing to overwrite a key (move it away first)")]
+    Exists(PathBuf),
 }
 
 /// The box's signing key. Debug never shows the secret.
@@ -87,18 +89,7 @@ impl BoxKey {
         std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         // Write beside it and rename: a crash leaves either no key or a whole one.
         let tmp = data_dir.join(format!(".{KEY_FILE}.tmp"));
-        {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-            writeln!(f, "{}", hex::encode(seed)).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
+        write_seed(&tmp, &seed)?;
         std::fs::rename(&tmp, path).map_err(io(path))?;
         if let Ok(dir) = std::fs::File::open(data_dir) {
             let _ = dir.sync_all();
@@ -130,6 +121,78 @@ impl BoxKey {
     pub fn sign_hex(&self, message: &[u8]) -> String {
         hex::encode(self.signing.sign(message).to_bytes())
     }
+}
+
+/// The seed as one line of hex in a new file readable by its owner only, synced to disk.
+fn write_seed(tmp: &Path, seed: &[u8; 32]) -> Result<(), KeyError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(tmp).map_err(io(tmp))?;
+    writeln!(f, "{}", hex::encode(seed)).map_err(io(tmp))?;
+    f.sync_all().map_err(io(tmp))
+}
+
+/// A new Ed25519 signing key from the operating system's randomness (`hokrajai keygen`: the
+/// province's publishing key).
+pub fn generate_signing_key() -> Result<SigningKey, KeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Write `key`'s seed to `path` (64 hex digits, mode 0600) and its public half to `path.pub`.
+/// Refuses if `path` exists: overwriting a publishing key would lock every box that trusts it
+/// out. Atomic: the seed goes to a temp file beside it, synced, then is linked into place
+/// (a hard link, which fails if the name was taken meanwhile), so a crash leaves no half key.
+/// Returns the path of the public key file.
+pub fn write_new_key_file(path: &Path, key: &SigningKey) -> Result<PathBuf, KeyError> {
+    if path.symlink_metadata().is_ok() {
+        return Err(KeyError::Exists(path.to_path_buf()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "key".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    write_seed(&tmp, &key.to_bytes())?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(KeyError::Exists(path.to_path_buf()))
+        }
+        Err(e) => return Err(io(path)(e)),
+    }
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    let public = PathBuf::from(public);
+    let text = format!("{}\n", hex::encode(key.verifying_key().as_bytes()));
+    std::fs::write(&public, text).map_err(io(&public))?;
+    Ok(public)
+}
+
+/// Read a signing key written by [`write_new_key_file`] (or a box key): 64 hex digits.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    BoxKey::parse(path, &text).map(|k| k.signing)
+}
+
+/// A public key as people and manifests write it: 64 lowercase hex digits.
+pub fn public_hex(key: &VerifyingKey) -> String {
+    hex::encode(key.as_bytes())
 }
 
 #[cfg(unix)]
@@ -215,5 +278,39 @@ mod tests {
         let from_file = parse_public_key(dir.path().join(PUBLIC_FILE).to_str().unwrap()).unwrap();
         assert_eq!(from_file, public);
         assert!(parse_public_key("not a key").is_err());
+    }
+
+    #[test]
+    fn a_new_key_file_is_private_refuses_overwrite_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("province.key");
+        let key = generate_signing_key().unwrap();
+        let public = write_new_key_file(&path, &key).unwrap();
+        assert_eq!(public, dir.path().join("province.key.pub"));
+        let loaded = load_signing_key(&path).unwrap();
+        assert_eq!(loaded.to_bytes(), key.to_bytes());
+        assert_eq!(
+            std::fs::read_to_string(&public).unwrap().trim(),
+            public_hex(&key.verifying_key())
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let other = generate_signing_key().unwrap();
+        assert_ne!(other.to_bytes(), key.to_bytes());
+        assert!(matches!(
+            write_new_key_file(&path, &other),
+            Err(KeyError::Exists(_))
+        ));
+        assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
+        // No temp file left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -3,18 +3,20 @@
 //! `Source` for playout. Everything here decodes with symphonia; nothing here knows HTTP or SQL.
 //!
 //! INTERFACE CONTRACT (used by api/ and playout/; keep these signatures):
-//! - `probe_isolated(path, budget) -> Result<ProbeInfo, MediaError>`
+//! - `probe_isolated(path, budget) -> Result<ProbeInfo, MediaError>`; `probe_in_child` (async)
 //! - `open_source(path, gain_db) -> Result<DecodedSource, MediaError>`; `DecodedSource: rodio::Source + Send + 'static`
 //! - `MediaError::code()` -> stable snake_case code for API error bodies; `Display` -> a sentence for a person.
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+mod child;
 mod decode;
 mod probe;
 mod source;
 
+pub use child::probe_in_child;
 pub use probe::{probe, probe_isolated};
 pub use source::{open_source, DecodeErrorFlag, DecodedSource};
 
@@ -24,7 +26,7 @@ pub use source::{open_source, DecodeErrorFlag, DecodedSource};
 /// first; a container's header may say otherwise, or nothing, as AAC in MP4 does for channels).
 /// `duration_ms` counts decoded frames, never a header. `loudness_lufs` is EBU R128 integrated
 /// loudness; `None` when the file is too short to measure (under 0.4 s) or silent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeInfo {
     pub container: String,
     pub codec: String,

@@ -1,14 +1,22 @@
 //! The backend table (alsa, null, wav) and the one path every backend's device takes to become
-//! a running stream: wrapped so its clock is known ([`ClockedDevice`]), opened through rodio's
-//! `DeviceSinkBuilder` into a mixer, with the output's [`Timeline`] as the mixer's one source.
+//! a running stream: wrapped so its clock is known ([`ClockedDevice`]), opened in its default
+//! format with the output's [`Timeline`] filling each buffer.
+//!
+//! Why not rodio's `DeviceSinkBuilder` and mixer: the timeline is the only source, and the mixer
+//! pulls it one sample at a time through two boxed iterators, which cost more CPU than decoding
+//! the MP3 (issue 6). The stream is configured the way rodio's builder does it (the device's
+//! default format, a fixed buffer of about 50 ms), and every sample format rodio plays is
+//! converted the same way (cpal's `FromSample`).
 
+use std::num::NonZero;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use cpal::traits::{DeviceTrait, HostTrait};
-use rodio::{DeviceSinkBuilder, MixerDeviceSink};
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig};
 
-use super::realtime::{RealtimeDevice, SoundLog};
+use super::pacer::IdleGate;
+use super::realtime::{DeviceTaps, RealtimeDevice, SoundLog};
 use super::timeline::{ClockedDevice, DeviceClock, DeviceEvent, Timeline, TimelineHandle};
 use super::{lock, Command, OutputKind, OutputSpec};
 
@@ -16,12 +24,13 @@ use super::{lock, Command, OutputKind, OutputSpec};
 /// mixing and playing are the same for every kind.
 pub trait Backend: Send + Sync {
     /// The cpal device for `spec`, found but not yet opened. A device that can tell where sound
-    /// begins and ends (null, wav) records it in `sounds`; others ignore it.
+    /// begins and ends (null, wav) records it in `taps.sounds`; one that can sleep while nothing
+    /// plays (null) listens to `taps.idle`; others ignore both.
     ///
     /// Called on the output's player thread, every time the player (re)opens its device, never
     /// on a hot path. Errors: a sentence naming the device (e.g. "no ALSA output device named
     /// 'tower'"), which the player logs and shows in the output's status before retrying.
-    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String>;
+    fn device(&self, spec: &OutputSpec, taps: &DeviceTaps) -> Result<cpal::Device, String>;
 }
 
 /// The system's sound cards, through cpal's default host (ALSA on Linux).
@@ -49,7 +58,7 @@ pub fn backend_for(kind: OutputKind) -> Option<&'static dyn Backend> {
 }
 
 impl Backend for AlsaBackend {
-    fn device(&self, spec: &OutputSpec, _sounds: &SoundLog) -> Result<cpal::Device, String> {
+    fn device(&self, spec: &OutputSpec, _taps: &DeviceTaps) -> Result<cpal::Device, String> {
         let host = system_host()?;
         let wanted = spec.device.as_deref().unwrap_or("default");
         if wanted == "default" {
@@ -110,16 +119,16 @@ fn system_host() -> Result<cpal::Host, String> {
 }
 
 impl Backend for NullBackend {
-    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String> {
-        Ok(RealtimeDevice::null(&spec.name, sounds.clone()).into_cpal())
+    fn device(&self, spec: &OutputSpec, taps: &DeviceTaps) -> Result<cpal::Device, String> {
+        Ok(RealtimeDevice::null(&spec.name, taps).into_cpal())
     }
 }
 
 impl Backend for WavBackend {
-    fn device(&self, spec: &OutputSpec, sounds: &SoundLog) -> Result<cpal::Device, String> {
+    fn device(&self, spec: &OutputSpec, taps: &DeviceTaps) -> Result<cpal::Device, String> {
         match spec.device.as_deref() {
             Some(path) if !path.is_empty() => {
-                Ok(RealtimeDevice::wav(&spec.name, path.into(), sounds.clone()).into_cpal())
+                Ok(RealtimeDevice::wav(&spec.name, path.into(), taps).into_cpal())
             }
             _ => Err(format!(
                 "output '{}' is a wav output without a file path (device = \"...\")",
@@ -148,10 +157,10 @@ pub(super) struct DeviceHooks {
 
 /// An open device with its timeline. Dropping it closes the device.
 pub(super) struct OpenOutput {
-    /// Where the player queues audio; declared before `_sink` so it goes first.
+    /// Where the player queues audio; declared before `_stream` so it goes first.
     pub timeline: TimelineHandle,
     /// Never read, only kept: dropping it stops the stream and closes the device.
-    _sink: MixerDeviceSink,
+    _stream: cpal::Stream,
     /// What the status shows as the device.
     pub description: String,
     /// Set when the alsa device could not be used and this is the null device instead.
@@ -198,11 +207,29 @@ fn open_with(
     hardware: bool,
 ) -> Result<OpenOutput, String> {
     let clock = DeviceClock::new();
-    let device = ClockedDevice::wrap(
-        backend.device(spec, &hooks.sounds)?,
-        Arc::clone(&clock),
-        hardware,
-    );
+    let gate = Arc::new(IdleGate::default());
+    let taps = DeviceTaps {
+        sounds: hooks.sounds.clone(),
+        idle: Some(Arc::clone(&gate)),
+    };
+    let device = ClockedDevice::wrap(backend.device(spec, &taps)?, Arc::clone(&clock), hardware);
+    let supported = device
+        .default_output_config()
+        .map_err(|e| format!("cannot configure {}: {}", describe(spec), chain(&e)))?;
+    let (Some(channels), Some(rate)) = (
+        NonZero::new(supported.channels()),
+        NonZero::new(supported.sample_rate()),
+    ) else {
+        return Err(format!(
+            "cannot configure {}: it reports {} channels at {} Hz",
+            describe(spec),
+            supported.channels(),
+            supported.sample_rate()
+        ));
+    };
+    let mut config = supported.config();
+    // As rodio's builder: about 50 ms, a power of two.
+    config.buffer_size = cpal::BufferSize::Fixed(nearest_power_of_two(rate.get() / 20));
     let fatal = Arc::new(Mutex::new(None));
     let on_error = {
         let fatal = Arc::clone(&fatal);
@@ -210,32 +237,111 @@ fn open_with(
         let events = hooks.events.clone();
         move |error: cpal::Error| on_stream_error(&output, &fatal, &events, error)
     };
-    let mut sink = DeviceSinkBuilder::from_device(device)
-        .map_err(|e| format!("cannot configure {}: {}", describe(spec), chain(&e)))?
-        .with_error_callback(on_error)
-        .open_stream()
-        .map_err(|e| format!("cannot open {}: {}", describe(spec), chain(&e)))?;
-    // We log the close ourselves; rodio would print to stderr.
-    sink.log_on_drop(false);
-    let config = *sink.config();
     let events = hooks.events.clone();
     let (timeline, handle) = Timeline::new(
-        config.channel_count(),
-        config.sample_rate(),
+        channels,
+        rate,
         clock,
+        gate,
         Box::new(move |event| {
             // The player may be gone (shutting down): nobody to tell.
             let _ = events.send(Command::Device(event));
         }),
     );
-    sink.mixer().add(timeline);
+    let stream = build_stream(
+        &device,
+        config,
+        supported.sample_format(),
+        timeline,
+        on_error,
+    )
+    .map_err(|e| format!("cannot open {}: {}", describe(spec), chain(&e)))?;
+    stream
+        .play()
+        .map_err(|e| format!("cannot start {}: {}", describe(spec), chain(&e)))?;
     Ok(OpenOutput {
         timeline: handle,
-        _sink: sink,
+        _stream: stream,
         description: describe(spec),
         fallback_reason: None,
         fatal,
     })
+}
+
+/// `n` rounded to the nearer power of two (rodio's rule for its 50 ms buffer).
+fn nearest_power_of_two(n: u32) -> u32 {
+    if n <= 1 {
+        return 1;
+    }
+    let next = n.checked_next_power_of_two().unwrap_or(1 << 31);
+    let previous = next >> 1;
+    if n - previous <= next.saturating_sub(n) {
+        previous
+    } else {
+        next
+    }
+}
+
+/// The output stream with `timeline` filling every buffer: directly for f32, through a scratch
+/// buffer and cpal's conversion for the other formats.
+fn build_stream<E>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    format: SampleFormat,
+    mut timeline: Timeline,
+    on_error: E,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    E: FnMut(cpal::Error) + Send + 'static,
+{
+    match format {
+        SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
+            config,
+            move |data: &mut [f32], _| timeline.fill(data),
+            on_error,
+            None,
+        ),
+        SampleFormat::F64 => converted::<f64, E>(device, config, timeline, on_error),
+        SampleFormat::I8 => converted::<i8, E>(device, config, timeline, on_error),
+        SampleFormat::I16 => converted::<i16, E>(device, config, timeline, on_error),
+        SampleFormat::I24 => converted::<cpal::I24, E>(device, config, timeline, on_error),
+        SampleFormat::I32 => converted::<i32, E>(device, config, timeline, on_error),
+        SampleFormat::I64 => converted::<i64, E>(device, config, timeline, on_error),
+        SampleFormat::U8 => converted::<u8, E>(device, config, timeline, on_error),
+        SampleFormat::U16 => converted::<u16, E>(device, config, timeline, on_error),
+        SampleFormat::U24 => converted::<cpal::U24, E>(device, config, timeline, on_error),
+        SampleFormat::U32 => converted::<u32, E>(device, config, timeline, on_error),
+        SampleFormat::U64 => converted::<u64, E>(device, config, timeline, on_error),
+        other => Err(cpal::Error::with_message(
+            cpal::ErrorKind::UnsupportedConfig,
+            format!("the device's sample format {other} is not supported"),
+        )),
+    }
+}
+
+fn converted<T, E>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    mut timeline: Timeline,
+    on_error: E,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + FromSample<f32> + Send + 'static,
+    E: FnMut(cpal::Error) + Send + 'static,
+{
+    let mut scratch: Vec<f32> = Vec::new();
+    device.build_output_stream::<T, _, _>(
+        config,
+        move |data: &mut [T], _| {
+            scratch.resize(data.len(), 0.0);
+            timeline.fill(&mut scratch);
+            for (out, sample) in data.iter_mut().zip(&scratch) {
+                *out = T::from_sample(*sample);
+            }
+        },
+        on_error,
+        None,
+    )
 }
 
 /// Runs on the audio thread: remember errors that mean the device is gone (and wake the player),

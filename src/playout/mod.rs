@@ -4,9 +4,10 @@
 //!
 //! INTERFACE CONTRACT (used by runner.rs and main.rs; keep these signatures).
 //!
-//! Every backend ends in the same place: a `cpal::Device` opened through rodio
-//! (`DeviceSinkBuilder` → `MixerDeviceSink` → our [`timeline`] source), so what a test hears on
-//! the null or wav output went through the same code as what the village hears on ALSA.
+//! Every backend ends in the same place: a `cpal::Device` opened in its default format with our
+//! [`timeline`] filling each buffer (rodio converts each file to the device's rate and channels),
+//! so what a test hears on the null or wav output went through the same code as what the village
+//! hears on ALSA.
 //!
 //! Timing: the player queues each sound on the output's timeline ahead of time, with an exact
 //! start (an instant on the device's own clock, or a number of frames after the previous sound),
@@ -35,7 +36,8 @@ use crate::domain::{AiringInfo, AirtimeStatus};
 
 pub use backend::{backend_for, AlsaBackend, Backend, NullBackend, WavBackend, BACKENDS};
 pub use realtime::{
-    RunDetector, RunEdge, SoundLog, SoundRun, CHANNELS, RUN_GAP, SAMPLE_RATE, SILENCE_THRESHOLD,
+    DeviceTaps, RunDetector, RunEdge, SoundLog, SoundRun, CHANNELS, RUN_GAP, SAMPLE_RATE,
+    SILENCE_THRESHOLD,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +180,11 @@ enum Command {
     Job(Box<SlotJob>),
     Emergency(Box<EmergencyJob>),
     StopNow,
+    /// An announcement was withdrawn: stop it if it plays, drop it wherever it is queued.
+    StopItem {
+        announcement_id: i64,
+        reason: String,
+    },
     Shutdown,
     /// The handle was dropped without `shutdown`: finish what is queued, then end.
     Orphaned,
@@ -261,7 +268,7 @@ impl PlayerHandle {
     }
 
     /// How long since the player thread last went round its loop (it does at least every
-    /// quarter second while alive, whether idle, waiting or playing).
+    /// quarter second while it has work, and every 5 s while idle).
     pub fn heartbeat_age(&self) -> Duration {
         self.heartbeat.age()
     }
@@ -309,6 +316,18 @@ impl PlayerHandle {
     /// thread has ended.
     pub fn stop_now(&self) {
         let _ = self.commands.send(Command::StopNow);
+    }
+
+    /// Take announcement `announcement_id` off this output (it was withdrawn): if it is on air it
+    /// is cut at once (its row ends `interrupted`, "withdrawn: <reason>") and the job goes on with
+    /// its next item after the configured pause; a queued repetition of it, in the job playing
+    /// or in jobs waiting, is dropped without a row, and so are an emergency's remaining
+    /// repetitions of it. Returns at once; does nothing if the thread has ended.
+    pub fn stop_item(&self, announcement_id: i64, reason: &str) {
+        let _ = self.commands.send(Command::StopItem {
+            announcement_id,
+            reason: reason.to_owned(),
+        });
     }
 
     /// Where sound began and ended on this output's device, to the frame, oldest first (the last

@@ -6,10 +6,14 @@
 //! real time, so a test or a demo box on them cannot tell how long anything took. It holds the
 //! crate's single `unsafe` block (cpal's only constructor for `Data`, `Data::from_parts`); the
 //! rest of the crate denies unsafe code.
+//!
+//! A stream given an [`IdleGate`] stops ticking while whoever fills it has nothing to play (the
+//! gate says so from inside the data callback) and starts again the moment audio is queued: an
+//! idle output then costs no wake-ups at all, instead of a hundred a second of silence.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,11 +53,89 @@ struct Controls {
     paused: AtomicBool,
 }
 
+/// Lets the source of a paced stream put its thread to sleep while there is nothing to play, and
+/// wakes it when there is. Shared by the stream's thread, the source (on that thread, inside the
+/// data callback) and whoever queues audio (any thread).
+///
+/// The handshake cannot lose a wake-up: the source asks to idle only after it has looked for
+/// queued audio, and a [`kick`](IdleGate::kick) that came after that look but before the ask
+/// cancels the ask.
+#[derive(Debug, Default)]
+pub struct IdleGate {
+    state: Mutex<GateState>,
+    wake: Condvar,
+    /// How many times a stream has slept on this gate (the source re-counts its frames after).
+    sleeps: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// The source has nothing to play: the thread may sleep after this buffer.
+    idle: bool,
+    /// Audio was queued since the source last asked to idle.
+    kicked: bool,
+    /// The stream is being dropped.
+    exit: bool,
+}
+
+impl IdleGate {
+    /// Called by the source inside the data callback, after it found nothing queued: the stream
+    /// may sleep once this buffer is done. Refused (false) if audio was queued since the last
+    /// ask; the source asks again at its next buffer.
+    pub fn request_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        if std::mem::take(&mut state.kicked) {
+            state.idle = false;
+            return false;
+        }
+        state.idle = true;
+        true
+    }
+
+    /// Audio has been queued (call after queuing it): wake the stream now. Any thread; cheap.
+    pub fn kick(&self) {
+        let mut state = lock(&self.state);
+        state.kicked = true;
+        if std::mem::take(&mut state.idle) {
+            self.wake.notify_all();
+        }
+    }
+
+    /// How many times a stream has slept on this gate so far.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps.load(Ordering::Acquire)
+    }
+
+    /// The stream's thread, between buffers: sleep while the source is idle. True if it slept.
+    fn wait_while_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        if !state.idle || state.exit {
+            return false;
+        }
+        // Counted before sleeping: the source reads it on the first buffer after the wake.
+        self.sleeps.fetch_add(1, Ordering::AcqRel);
+        while state.idle && !state.exit {
+            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        true
+    }
+
+    fn shut(&self) {
+        lock(&self.state).exit = true;
+        self.wake.notify_all();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A running paced stream. Starts paused (as cpal expects); `play()` starts the callbacks.
 /// Dropping it stops the thread and waits for it, so the sink has finished (a file is complete)
 /// when the drop returns.
 pub struct PacedStream {
     controls: Arc<Controls>,
+    gate: Option<Arc<IdleGate>>,
     start: Instant,
     frames: FrameCount,
     handle: Option<JoinHandle<()>>,
@@ -68,9 +150,15 @@ impl PacedStream {
     /// not called again; the stream itself keeps time, so whoever owns it decides what to do.
     /// If the data callback panics, the panic is reported the same way and the thread ends.
     ///
+    /// With a `gate`, the thread sleeps between buffers while the source says it is idle (no
+    /// ticks, no callbacks, nothing for the sink) and, once kicked, calls the callback at once
+    /// and counts its deadlines from then: the device "plays" the first frame the moment it
+    /// wakes, which is what the callback is told.
+    ///
     /// Errors: only if the OS refuses to start a thread.
     pub fn spawn<D, E, S>(
         config: PacedConfig,
+        gate: Option<Arc<IdleGate>>,
         mut data_callback: D,
         mut error_callback: E,
         mut sink: S,
@@ -87,6 +175,7 @@ impl PacedStream {
         let start = Instant::now();
         let frames = config.frames_per_tick();
         let thread_controls = Arc::clone(&controls);
+        let thread_gate = gate.clone();
         let handle = std::thread::Builder::new()
             .name(config.thread_name.clone())
             .spawn(move || {
@@ -147,10 +236,16 @@ impl PacedStream {
                             ));
                         }
                     }
+
+                    if thread_gate.as_ref().is_some_and(|g| g.wait_while_idle()) {
+                        // Woken because audio is queued: the next buffer is due now.
+                        deadline = Instant::now();
+                    }
                 }
             })?;
         Ok(PacedStream {
             controls,
+            gate,
             start,
             frames: FrameCount::try_from(frames).unwrap_or(FrameCount::MAX),
             handle: Some(handle),
@@ -185,6 +280,9 @@ impl StreamTrait for PacedStream {
 impl Drop for PacedStream {
     fn drop(&mut self) {
         self.controls.exit.store(true, Ordering::Release);
+        if let Some(gate) = &self.gate {
+            gate.shut();
+        }
         if let Some(handle) = self.handle.take() {
             // A panic on the pacing thread was already reported through the error callback.
             let _ = handle.join();

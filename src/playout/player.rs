@@ -30,8 +30,12 @@ use crate::domain::{AiringInfo, AirtimeStatus};
 
 /// How often a device that would not open is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(3);
-/// The loop wakes at least this often (heartbeat, clock checks; the wall clock can be stepped).
+/// The loop wakes at least this often while it has work (heartbeat, clock checks; the wall
+/// clock can be stepped).
 const COARSE_STEP: Duration = Duration::from_millis(250);
+/// ... and this often while it has none (nothing queued or playing): only the heartbeat needs it
+/// (the runner's health check allows 10 s), and an idle box should not wake.
+const IDLE_STEP: Duration = Duration::from_secs(5);
 /// How long before a slot's start its first sound is queued on the device. The device then
 /// plays exact silence until the instant, so a longer lead costs nothing; it covers decoding the
 /// chime and opening the first item (tens of ms in a debug build) and a player thread starved of
@@ -263,6 +267,10 @@ impl Worker {
                 }
                 Command::Emergency(job) => self.emergencies.push_back(*job),
                 Command::StopNow => self.stop(),
+                Command::StopItem {
+                    announcement_id,
+                    reason,
+                } => self.stop_item(announcement_id, &reason),
                 Command::Shutdown => {
                     self.shutdown();
                     break;
@@ -322,7 +330,12 @@ impl Worker {
 
     /// How long the loop may wait for a command before something needs doing.
     fn timeout(&self) -> Duration {
-        let mut wait = COARSE_STEP;
+        let amp_busy = self.amp.as_ref().is_some_and(|amp| amp.is_on());
+        let mut wait = if self.idle() && self.clearing.is_none() && !amp_busy {
+            IDLE_STEP
+        } else {
+            COARSE_STEP
+        };
         let now = self.clock.now();
         if self.job.is_none() && self.emergency.is_none() {
             if let Some(job) = self.queue.front() {
@@ -471,7 +484,8 @@ impl Worker {
             return;
         }
         let ticks = output.timeline.device_ticks();
-        if ticks != self.ticks_seen.0 {
+        if ticks != self.ticks_seen.0 || self.flights.is_empty() {
+            // With nothing queued the device may sleep (null): silence from it means nothing.
             self.ticks_seen = (ticks, Instant::now());
         } else if !self.flights.is_empty() && self.ticks_seen.1.elapsed() > DEVICE_SILENT {
             let error = format!(
@@ -735,6 +749,48 @@ impl Worker {
             tracing::warn!(output = %self.spec.name, dropped_emergencies, "stopped by operator");
         } else {
             tracing::info!(output = %self.spec.name, "stop: nothing on air");
+        }
+    }
+
+    /// An announcement was withdrawn: cut it if it is on air, drop it wherever it waits.
+    fn stop_item(&mut self, announcement_id: i64, reason: &str) {
+        self.take_device_events();
+        let detail = format!("withdrawn: {reason}");
+        let ours = |airing: &AiringInfo| airing.announcement_id == announcement_id;
+        for job in &mut self.queue {
+            job.items.retain(|item| !ours(&item.airing));
+        }
+        if let Some(run) = self.job.as_mut() {
+            // Items before `next` are queued or done (flights refer to them by index).
+            let later = run.job.items.split_off(run.next.min(run.job.items.len()));
+            run.job
+                .items
+                .extend(later.into_iter().filter(|item| !ours(&item.airing)));
+        }
+        self.emergencies.retain(|job| !ours(&job.item.airing));
+        if let Some(run) = self.emergency.as_mut() {
+            if ours(&run.job.item.airing) {
+                run.queued = run.job.repeat;
+            }
+        }
+        let now = self.clock.now();
+        let mut removed = 0;
+        for flight in self.flights.iter_mut() {
+            if !flight.airing.as_ref().is_some_and(ours) {
+                continue;
+            }
+            flight.cut_detail = Some(detail.clone());
+            // What failed to open behind it fails now: it will not end normally.
+            for failure in std::mem::take(&mut flight.failures) {
+                self.journal.failed(&failure.airing, now, &failure.detail);
+            }
+            if let Some(output) = &self.output {
+                output.timeline.remove(flight.id);
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(output = %self.spec.name, announcement = announcement_id, %reason, "withdrawn announcement taken off the air");
         }
     }
 

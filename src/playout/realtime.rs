@@ -5,6 +5,10 @@
 //!
 //! ALSA's own `null` and `file` plugins run hundreds of times faster than real time, so a test or
 //! a demo on them says nothing about timing; this device's timing is honest.
+//!
+//! The null device sleeps while its output has nothing to play (see `pacer::IdleGate`), so an
+//! idle box costs no CPU; the wav device keeps writing silence, so its file stays a real-time
+//! record of the output from the moment it opened.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::lock;
-use super::pacer::{PacedConfig, PacedStream};
+use super::pacer::{IdleGate, PacedConfig, PacedStream};
 use cpal::platform::CustomDevice;
 use cpal::traits::DeviceTrait;
 use cpal::{
@@ -123,27 +127,44 @@ impl RunDetector {
         handed_at: Instant,
         mut edge: impl FnMut(RunEdge),
     ) {
-        for (index, frame) in samples.chunks(self.channels).enumerate() {
+        // Instants are worked out only at edges and once per buffer: this runs on every buffer
+        // of a real-time device, so the per-frame work is a comparison.
+        let mut last_loud: Option<usize> = None;
+        for (index, frame) in samples.chunks_exact(self.channels).enumerate() {
             let loud = frame.iter().any(|s| s.abs() > SILENCE_THRESHOLD);
             if loud {
-                let at = self.at(first_frame_at, index as u64);
-                let late = handed_at.saturating_duration_since(at);
                 if !self.in_run {
                     self.in_run = true;
-                    edge(RunEdge::Start(at, late));
+                    let at = self.at(first_frame_at, index as u64);
+                    edge(RunEdge::Start(at, handed_at.saturating_duration_since(at)));
                 }
                 self.silent = 0;
-                self.last_loud_end = Some((self.at(first_frame_at, index as u64 + 1), late));
+                last_loud = Some(index);
             } else {
                 self.silent = self.silent.saturating_add(1);
                 if self.in_run && self.silent >= self.min_silence {
                     self.in_run = false;
+                    if let Some(index) = last_loud.take() {
+                        self.last_loud_end = Some(self.loud_end(first_frame_at, handed_at, index));
+                    }
                     if let Some((end, late)) = self.last_loud_end {
                         edge(RunEdge::End(end, late));
                     }
                 }
             }
         }
+        if let Some(index) = last_loud {
+            self.last_loud_end = Some(self.loud_end(first_frame_at, handed_at, index));
+        }
+    }
+
+    /// The instant just after loud frame `index` of a buffer, and how late it was handed over.
+    fn loud_end(&self, first: Instant, handed_at: Instant, index: usize) -> (Instant, Duration) {
+        let at = self.at(first, index as u64);
+        (
+            self.at(first, index as u64 + 1),
+            handed_at.saturating_duration_since(at),
+        )
     }
 
     fn at(&self, first: Instant, frame: u64) -> Instant {
@@ -197,6 +218,14 @@ fn wall(at: Instant) -> DateTime<Utc> {
     wall_now + delta
 }
 
+/// What a device built by a backend reports back: where sound began and ended (null and wav),
+/// and the gate a device that can sleep while idle listens to (null). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceTaps {
+    pub sounds: SoundLog,
+    pub(super) idle: Option<Arc<IdleGate>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Capture {
     Discard,
@@ -210,6 +239,8 @@ pub(super) struct RealtimeDevice {
     output: String,
     capture: Capture,
     sounds: SoundLog,
+    /// Null only: sleep while the output has nothing to play.
+    idle: Option<Arc<IdleGate>>,
 }
 
 // A device is who it is (output and capture), not what it has recorded.
@@ -228,19 +259,21 @@ impl std::hash::Hash for RealtimeDevice {
 }
 
 impl RealtimeDevice {
-    pub(super) fn null(output: &str, sounds: SoundLog) -> Self {
+    pub(super) fn null(output: &str, taps: &DeviceTaps) -> Self {
         RealtimeDevice {
             output: output.to_owned(),
             capture: Capture::Discard,
-            sounds,
+            sounds: taps.sounds.clone(),
+            idle: taps.idle.clone(),
         }
     }
 
-    pub(super) fn wav(output: &str, path: PathBuf, sounds: SoundLog) -> Self {
+    pub(super) fn wav(output: &str, path: PathBuf, taps: &DeviceTaps) -> Self {
         RealtimeDevice {
             output: output.to_owned(),
             capture: Capture::Wav(path),
-            sounds,
+            sounds: taps.sounds.clone(),
+            idle: None,
         }
     }
 
@@ -376,6 +409,7 @@ impl DeviceTrait for RealtimeDevice {
         let spawned = match &self.capture {
             Capture::Discard => PacedStream::spawn(
                 paced,
+                self.idle.clone(),
                 data_callback,
                 error_callback,
                 move |samples: &[f32], due| {
@@ -385,10 +419,16 @@ impl DeviceTrait for RealtimeDevice {
             ),
             Capture::Wav(path) => {
                 let mut wav = WavCapture::create(path)?;
-                PacedStream::spawn(paced, data_callback, error_callback, move |samples, due| {
-                    watch(samples, due);
-                    wav.write(samples)
-                })
+                PacedStream::spawn(
+                    paced,
+                    None,
+                    data_callback,
+                    error_callback,
+                    move |samples, due| {
+                        watch(samples, due);
+                        wav.write(samples)
+                    },
+                )
             }
         };
         spawned.map_err(|e| {

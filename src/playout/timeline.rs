@@ -21,8 +21,19 @@
 //! counted in frames, not measured against a clock, so they are exact by construction.
 //!
 //! Threads: [`Timeline`] runs on the device's audio thread; [`TimelineHandle`] is used by the
-//! player thread. They talk through a channel plus an atomic flag the audio thread checks once per
-//! frame, so a push or a clear takes effect at the next frame the device asks for.
+//! player thread. They talk through a channel plus an atomic flag the audio thread checks at the
+//! start of every buffer, so a push or a clear takes effect at the next buffer the device asks
+//! for (on a real-time device: at once, if it was asleep; see below).
+//!
+//! Cost: the device's data callback calls [`Timeline::fill`] once per buffer, which writes runs of
+//! silence with `fill(0.0)` and asks the segment on air for whole blocks of samples ([`Feed`]),
+//! so the per-sample work is the decoder's and the resampler's, not ours.
+//!
+//! Idle: once nothing has played for [`IDLE_AFTER`] and nothing is queued, the timeline tells the
+//! device's [`IdleGate`] it may sleep (the null device then stops ticking; other devices ignore
+//! it), and every push or clear wakes it. A device that slept did not ask for the frames of its
+//! sleep; the timeline counts them anyway from the device clock when it wakes, so "n frames after
+//! the previous sound" stays true across a sleep.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -35,11 +46,38 @@ use cpal::{
     Data, DeviceDescription, DeviceId, Error, InputCallbackInfo, OutputCallbackInfo, SampleFormat,
     StreamConfig, SupportedStreamConfig,
 };
-use rodio::source::SeekError;
-use rodio::{ChannelCount, SampleRate, Source};
+use rodio::{ChannelCount, SampleRate};
 
-/// Samples in device format (the stream's channels and rate, interleaved).
-pub(super) type Samples = Box<dyn Iterator<Item = f32> + Send>;
+use super::pacer::IdleGate;
+
+/// After this much silence with nothing queued, the device may sleep.
+pub(super) const IDLE_AFTER: Duration = Duration::from_millis(500);
+
+/// Audio in device format (the stream's channels and rate, interleaved), pulled in blocks.
+pub(super) trait Feed: Send {
+    /// Write the next samples into `out` from its start and say how many were written. Fewer
+    /// than `out.len()` means the audio has ended; it is not asked again. Called on the audio
+    /// thread: must not block.
+    fn fill(&mut self, out: &mut [f32]) -> usize;
+}
+
+/// Any iterator of samples is a feed (tests, and sources without a block path).
+impl<I: Iterator<Item = f32> + Send> Feed for I {
+    fn fill(&mut self, out: &mut [f32]) -> usize {
+        let mut written = 0;
+        for slot in out.iter_mut() {
+            match self.next() {
+                Some(sample) => *slot = sample,
+                None => break,
+            }
+            written += 1;
+        }
+        written
+    }
+}
+
+/// Samples in device format, as the timeline plays them.
+pub(super) type Samples = Box<dyn Feed>;
 
 /// The wall instant at which the current buffer's first frame reaches the device. Written by
 /// [`ClockedDevice`]'s callback wrapper and read by the [`Timeline`], both on the audio thread;
@@ -272,12 +310,14 @@ pub(super) enum DeviceEvent {
 enum Control {
     Push(Segment),
     Clear,
+    Remove(u64),
 }
 
 /// The player thread's side of a [`Timeline`].
 pub(super) struct TimelineHandle {
     control: Sender<Control>,
     pending: Arc<AtomicBool>,
+    gate: Arc<IdleGate>,
     clock: Arc<DeviceClock>,
     channels: u16,
     rate: u32,
@@ -295,10 +335,20 @@ impl TimelineHandle {
         self.send(Control::Clear);
     }
 
+    /// Take one segment out: on air, it ends at the next frame (`Ended { cut: true }`) and the
+    /// segment after it starts as it was queued to (a pause after this end); still queued, it is
+    /// reported `Dropped` and the segment after it, if it was to follow it, starts when it would
+    /// have. Unknown ids are ignored. Never blocks.
+    pub(super) fn remove(&self, id: u64) {
+        self.send(Control::Remove(id));
+    }
+
     fn send(&self, control: Control) {
         // A closed channel means the stream is gone; the player learns that from the device.
         let _ = self.control.send(control);
         self.pending.store(true, Ordering::Release);
+        // After the flag: a device that looks for work after this kick finds it.
+        self.gate.kick();
     }
 
     pub(super) fn channels(&self) -> u16 {
@@ -319,16 +369,20 @@ impl TimelineHandle {
     }
 }
 
-/// The source the device pulls: silence, or the segment whose time has come.
+/// What the device plays: silence, or the segment whose time has come.
 pub(super) struct Timeline {
     control: Receiver<Control>,
     pending: Arc<AtomicBool>,
     clock: Arc<DeviceClock>,
+    gate: Arc<IdleGate>,
+    /// The gate's sleep count when last looked at.
+    sleeps_seen: u64,
     events: Box<dyn FnMut(DeviceEvent) + Send>,
-    channels: ChannelCount,
-    rate: SampleRate,
+    channels: usize,
     /// Nanoseconds per frame, as f64 for sub-nanosecond accumulation.
     frame_ns: f64,
+    /// [`IDLE_AFTER`] in frames.
+    idle_after: u64,
 
     /// The next frame to render, counted since the timeline was created.
     frame: u64,
@@ -342,17 +396,20 @@ pub(super) struct Timeline {
     /// The first frame after the last segment ended (for `Start::After`).
     last_end: u64,
 
+    /// One frame, for the per-sample [`Iterator`] view.
     out: Vec<f32>,
     out_pos: usize,
 }
 
 impl Timeline {
     /// A timeline for a stream of `channels` at `rate`, and the handle that feeds it. `events`
-    /// is called on the audio thread and must not block.
+    /// is called on the audio thread and must not block. `gate` is the device's (a device that
+    /// cannot sleep ignores it).
     pub(super) fn new(
         channels: ChannelCount,
         rate: SampleRate,
         clock: Arc<DeviceClock>,
+        gate: Arc<IdleGate>,
         events: Box<dyn FnMut(DeviceEvent) + Send>,
     ) -> (Timeline, TimelineHandle) {
         let (control, receiver) = mpsc::channel();
@@ -360,20 +417,24 @@ impl Timeline {
         let handle = TimelineHandle {
             control,
             pending: Arc::clone(&pending),
+            gate: Arc::clone(&gate),
             clock: Arc::clone(&clock),
             channels: channels.get(),
             rate: rate.get(),
         };
         let width = usize::from(channels.get());
         let (tick, at) = clock.read();
+        let sleeps_seen = gate.sleeps();
         let timeline = Timeline {
             control: receiver,
             pending,
             clock,
+            gate,
+            sleeps_seen,
             events,
-            channels,
-            rate,
+            channels: width,
             frame_ns: 1e9 / f64::from(rate.get()),
+            idle_after: (IDLE_AFTER.as_secs_f64() * f64::from(rate.get())).round() as u64,
             frame: 0,
             tick_seen: tick,
             tick_first_frame: 0,
@@ -393,26 +454,78 @@ impl Timeline {
         self.tick_at + Duration::from_nanos((frames as f64 * self.frame_ns).round() as u64)
     }
 
-    fn render_frame(&mut self) {
-        let (tick, at) = self.clock.read();
-        if tick != self.tick_seen {
-            self.tick_seen = tick;
-            self.tick_first_frame = self.frame;
-            self.tick_at = at;
-        }
+    /// Render the device's next buffer (interleaved, whole frames) into `out`. Audio thread.
+    pub(super) fn fill(&mut self, out: &mut [f32]) {
+        let width = self.channels;
+        self.observe_tick();
         if self.pending.load(Ordering::Acquire) {
             self.pending.store(false, Ordering::Release);
             self.take_controls();
         }
-        self.out.fill(0.0);
-        let mut rendered = false;
-        while !rendered {
-            if self.current.is_none() && !self.start_next() {
+        let frames = out.len() / width;
+        let mut done = 0;
+        while done < frames {
+            let left = frames - done;
+            if self.current.is_none() {
+                let wait = self.frames_until_due(left);
+                let silent = wait.unwrap_or(left).min(left);
+                out[done * width..(done + silent) * width].fill(0.0);
+                done += silent;
+                self.frame += silent as u64;
+                if done == frames || wait.is_none() {
+                    break;
+                }
+                self.start_head();
+            }
+            let Some((id, samples)) = self.current.as_mut() else {
+                break;
+            };
+            let id = *id;
+            let region = &mut out[done * width..frames * width];
+            let want = region.len();
+            let got = samples.fill(region).min(want);
+            if got == want {
+                self.frame += left as u64;
                 break;
             }
-            rendered = self.pull();
+            // Ended: after its last (possibly partial, zero-padded) frame. The next segment may
+            // start on the frame after that, in this same buffer.
+            let used = got.div_ceil(width);
+            region[got..used * width].fill(0.0);
+            done += used;
+            self.frame += used as u64;
+            self.current = None;
+            self.last_end = self.frame;
+            let at = self.instant_of(self.frame);
+            (self.events)(DeviceEvent::Ended { id, at, cut: false });
         }
-        self.frame += 1;
+        out[frames * width..].fill(0.0);
+        let quiet = self.current.is_none()
+            && self.queue.is_empty()
+            && self.frame >= self.last_end.saturating_add(self.idle_after);
+        if quiet {
+            self.gate.request_idle();
+        }
+    }
+
+    /// A new buffer: re-anchor frame instants on the device clock. If the device slept since the
+    /// last buffer, the frames of its sleep are counted as played (silence).
+    fn observe_tick(&mut self) {
+        let (tick, at) = self.clock.read();
+        if tick == self.tick_seen {
+            return;
+        }
+        let sleeps = self.gate.sleeps();
+        if sleeps != self.sleeps_seen {
+            self.sleeps_seen = sleeps;
+            let expected = self.instant_of(self.frame);
+            if let Some(slept) = at.checked_duration_since(expected) {
+                self.frame += (slept.as_nanos() as f64 / self.frame_ns).round() as u64;
+            }
+        }
+        self.tick_seen = tick;
+        self.tick_first_frame = self.frame;
+        self.tick_at = at;
     }
 
     fn take_controls(&mut self) {
@@ -430,104 +543,106 @@ impl Timeline {
                     }
                     (self.events)(DeviceEvent::Cleared);
                 }
+                Control::Remove(id) => self.remove(id),
             }
         }
     }
 
-    /// Start the head of the queue if its time has come at this frame.
-    fn start_next(&mut self) -> bool {
-        let Some(head) = self.queue.front() else {
-            return false;
+    fn remove(&mut self, id: u64) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(on_air, _)| *on_air == id)
+        {
+            self.current = None;
+            self.last_end = self.frame;
+            let at = self.instant_of(self.frame);
+            (self.events)(DeviceEvent::Ended { id, at, cut: true });
+            return;
+        }
+        let Some(index) = self.queue.iter().position(|s| s.id == id) else {
+            return;
         };
-        let due = match head.start {
+        if let Some(removed) = self.queue.remove(index) {
+            // The next one takes its place (its own pause counted from the same sound).
+            if let Some(next) = self.queue.get_mut(index) {
+                if matches!(next.start, Start::After(_)) {
+                    next.start = removed.start;
+                }
+            }
+        }
+        (self.events)(DeviceEvent::Dropped { id });
+    }
+
+    /// Is the head of the queue due at `frame`?
+    fn due_at(&self, start: Start, frame: u64) -> bool {
+        match start {
             Start::Asap => true,
-            Start::After(gap) => self.frame >= self.last_end.saturating_add(gap),
+            Start::After(gap) => frame >= self.last_end.saturating_add(gap),
             // Round to the nearest frame: start if this frame is less than half a frame early.
             Start::At(at) => {
-                self.instant_of(self.frame) + Duration::from_nanos((self.frame_ns / 2.0) as u64)
-                    > at
+                self.instant_of(frame) + Duration::from_nanos((self.frame_ns / 2.0) as u64) > at
+            }
+        }
+    }
+
+    /// How many frames from now the head of the queue starts (`None`: nothing queued). Exact
+    /// when it is within `horizon` frames; beyond that, only "not in this buffer".
+    fn frames_until_due(&self, horizon: usize) -> Option<usize> {
+        let start = self.queue.front()?.start;
+        if self.due_at(start, self.frame) {
+            return Some(0);
+        }
+        let estimate = match start {
+            Start::Asap => 0,
+            Start::After(gap) => self.last_end.saturating_add(gap).saturating_sub(self.frame),
+            Start::At(at) => {
+                let half = self.frame_ns / 2.0;
+                let from_anchor = signed_nanos(self.tick_at, at) as f64 - half;
+                let frame = self.tick_first_frame as f64 + (from_anchor / self.frame_ns).ceil();
+                (frame.max(0.0) as u64).saturating_sub(self.frame)
             }
         };
-        if !due {
-            return false;
+        let horizon = horizon as u64;
+        if estimate > horizon {
+            return Some(usize::try_from(estimate).unwrap_or(usize::MAX));
         }
+        // The estimate can be a frame off from rounding: settle it on the exact rule.
+        let mut k = estimate;
+        while k > 1 && self.due_at(start, self.frame + k - 1) {
+            k -= 1;
+        }
+        while k <= horizon && !self.due_at(start, self.frame + k) {
+            k += 1;
+        }
+        Some(usize::try_from(k).unwrap_or(usize::MAX))
+    }
+
+    /// Put the head of the queue on air at the current frame.
+    fn start_head(&mut self) {
         let Some(segment) = self.queue.pop_front() else {
-            return false;
+            return;
         };
         let at = self.instant_of(self.frame);
         (self.events)(DeviceEvent::Started { id: segment.id, at });
         self.current = Some((segment.id, segment.samples));
-        true
-    }
-
-    /// Pull one frame of the current segment into `out`. False if it had ended (reported, and
-    /// `out` left silent) so the caller may start the next one on this same frame.
-    fn pull(&mut self) -> bool {
-        let Some((id, samples)) = self.current.as_mut() else {
-            return false;
-        };
-        let id = *id;
-        let mut got = 0;
-        for slot in self.out.iter_mut() {
-            match samples.next() {
-                Some(sample) => {
-                    *slot = sample;
-                    got += 1;
-                }
-                None => break,
-            }
-        }
-        if got == self.out.len() {
-            return true;
-        }
-        // Ended: at this frame if it gave nothing, after it if it gave a partial frame.
-        let end = if got == 0 { self.frame } else { self.frame + 1 };
-        if got > 0 {
-            self.out[got..].fill(0.0);
-        }
-        self.current = None;
-        self.last_end = end;
-        let at = self.instant_of(end);
-        (self.events)(DeviceEvent::Ended { id, at, cut: false });
-        got > 0
     }
 }
 
+/// One sample at a time (tests): the same rendering, a frame per [`Timeline::fill`].
 impl Iterator for Timeline {
     type Item = f32;
 
     fn next(&mut self) -> Option<f32> {
         if self.out_pos >= self.out.len() {
-            self.render_frame();
+            let mut frame = std::mem::take(&mut self.out);
+            self.fill(&mut frame);
+            self.out = frame;
             self.out_pos = 0;
         }
         let sample = self.out[self.out_pos];
         self.out_pos += 1;
         Some(sample)
-    }
-}
-
-impl Source for Timeline {
-    fn current_span_len(&self) -> Option<usize> {
-        None
-    }
-
-    fn channels(&self) -> ChannelCount {
-        self.channels
-    }
-
-    fn sample_rate(&self) -> SampleRate {
-        self.rate
-    }
-
-    fn total_duration(&self) -> Option<Duration> {
-        None
-    }
-
-    fn try_seek(&mut self, _: Duration) -> Result<(), SeekError> {
-        Err(SeekError::NotSupported {
-            underlying_source: std::any::type_name::<Self>(),
-        })
     }
 }
 
@@ -549,6 +664,7 @@ mod tests {
             nz16(1),
             NonZero::new(1000).unwrap_or(NonZero::<u32>::MIN),
             clock,
+            Arc::new(IdleGate::default()),
             Box::new(move |e| sink.lock().unwrap_or_else(|p| p.into_inner()).push(e)),
         );
         (timeline, handle, events)
@@ -602,6 +718,46 @@ mod tests {
             panic!("{events:?}");
         };
         assert_eq!(s2 - e1, Duration::from_millis(2));
+    }
+
+    #[test]
+    fn a_removed_segment_is_cut_or_dropped_and_the_next_one_keeps_its_place() {
+        let (mut timeline, handle, events) = timeline();
+        for (id, start) in [(1, Start::Asap), (2, Start::After(1)), (3, Start::After(2))] {
+            handle.push(Segment {
+                id,
+                start,
+                samples: ones(4),
+            });
+        }
+        let first: Vec<f32> = timeline.by_ref().take(2).collect();
+        assert_eq!(first, [1.0, 1.0]);
+        // 2 is queued: 3 takes its place (one frame after 1's end); 1 on air is cut next frame.
+        handle.remove(2);
+        handle.remove(1);
+        let rest: Vec<f32> = timeline.by_ref().take(7).collect();
+        assert_eq!(rest, [0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        let events = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let summary: Vec<(u64, &str)> = events
+            .iter()
+            .filter_map(|e| match e {
+                DeviceEvent::Started { id, .. } => Some((*id, "start")),
+                DeviceEvent::Ended { id, cut: true, .. } => Some((*id, "cut")),
+                DeviceEvent::Ended { id, .. } => Some((*id, "end")),
+                DeviceEvent::Dropped { id } => Some((*id, "drop")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, "start"),
+                (2, "drop"),
+                (1, "cut"),
+                (3, "start"),
+                (3, "end")
+            ]
+        );
     }
 
     #[test]

@@ -162,11 +162,13 @@ fn main() {
         ("airtime", fig_airtime),
         ("play", fig_play),
     ];
+    let mut group_load = Vec::new();
     for (name, f) in groups {
         if !want(name) {
             continue;
         }
         eprintln!("perf: --- {name} ---");
+        group_load.push(format!("{name} {}", loadavg()));
         let t = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut cx)));
         let failure = match outcome {
@@ -192,6 +194,11 @@ fn main() {
         eprintln!("perf: {name} took {:.0} s", t.elapsed().as_secs_f64());
     }
 
+    cx.note(format!(
+        "load average (1, 5, 15 min) at the start of each group: {}; the machine had other work \
+         running, so wall times carry that noise (CPU-time figures much less)",
+        group_load.join(" · ")
+    ));
     print_report(&cx, &load_before, started.elapsed());
 }
 
@@ -995,11 +1002,15 @@ fn fig_airtime(cx: &mut Ctx) -> Result<(), String> {
     page_ms(&first_page)?; // warm
     let mut times = Vec::new();
     let mut rows_in_page = 0;
+    let qa = d.sample();
     for _ in 0..15 {
         let (ms, v) = page_ms(&first_page)?;
         rows_in_page = v["rows"].as_array().map(|a| a.len()).unwrap_or(0);
         times.push(ms);
     }
+    let qb = d.sample();
+    // CPU time is what a busy machine does not inflate (wall time waits for a core).
+    let page_cpu_ms = cpu_between(&qa, &qb, cx.tck).0 * 1000.0 / 15.0;
     let mut small = Vec::new();
     for _ in 0..5 {
         small.push(page_ms(&base)?.0);
@@ -1054,7 +1065,7 @@ fn fig_airtime(cx: &mut Ctx) -> Result<(), String> {
     );
     cx.note(format!(
         "airtime query: GET {first_page} (first page, {rows_in_page} rows, median of 15 after one warm-up, \
-         keep-alive): {:?} ms; default page (100 rows): {:?} ms; whole month walked by next_cursor: {month_rows} \
+         keep-alive): {:?} ms, daemon CPU {page_cpu_ms:.0} ms per page; default page (100 rows): {:?} ms; whole month walked by next_cursor: {month_rows} \
          rows in {pages} pages, {whole_month:.2} s, slowest page {slowest_page:.0} ms; peer column = the same page from the \
          sqlite3 CLI with only the given filters written out (so SQLite can use the (output, scheduled_at) \
          index), process start included",
@@ -1445,7 +1456,8 @@ fn fig_play(cx: &mut Ctx) -> Result<(), String> {
     let la = d.sample();
     let load = open_loop(d.addr, "/api/v1/status", &approver, 200, 60, 8);
     let lb = d.sample();
-    let (_, load_pct, _) = cpu_between(&la, &lb, cx.tck);
+    let (load_cpu, load_pct, _) = cpu_between(&la, &lb, cx.tck);
+    let cpu_per_request_ms = load_cpu * 1000.0 / load.planned.max(1) as f64;
     sleep_until(instant_of(t1 + chrono::Duration::seconds(10 * TICKS + 2)));
     let rows = get_json(
         cx,
@@ -1498,7 +1510,7 @@ fn fig_play(cx: &mut Ctx) -> Result<(), String> {
          request i due at start + i × 5 ms, dealt round-robin to 8 keep-alive connections, latency measured from \
          the due time (no coordinated omission); {} sent, {} ok, {} errors{}; latency p50 {:.2} ms, p90 {:.2}, \
          p99 {:.2}, p99.9 {:.2}, max {:.2} ms (service time p99 {:.2} ms); histogram {}; daemon CPU {load_pct:.1} % \
-         meanwhile; short 8 s items played in 10 s slots throughout{wrk_note}",
+         meanwhile ({cpu_per_request_ms:.2} ms of CPU per request, playout included); short 8 s items played in 10 s slots throughout{wrk_note}",
         load.planned,
         load.ok,
         load.errors,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::Value;
 
+pub mod nginx;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hokrajai");
 
 pub fn fixture(name: &str) -> PathBuf {
