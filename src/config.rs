@@ -530,6 +530,11 @@ impl Config {
                     codes.push(("TIS1099".to_string(), d.code.clone()));
                 }
             }
+            if feed_url.is_some() && codes.is_empty() {
+                return Err(invalid(
+                    "[cap] feed_url is set but this box has no area to match alerts against: set [district] code, or [cap] geocodes = [\"TIS1099:5012\"]".into(),
+                ));
+            }
             let repeat = repeat.unwrap_or(2);
             if !(1..=10).contains(&repeat) {
                 return Err(invalid(format!(
@@ -745,6 +750,29 @@ mod tests {
             ("[[output]]\nname='../x'", "output name"),
             ("quiet_hours = ['9pm-5am']", "quiet hours '9pm-5am'"),
             ("min_gap = 'often'", "min_gap"),
+            ("[district]\nname = 'x'", "[district] needs code"),
+            (
+                "[[upstream]]\nmanifest_url = 'ftp://p/m.json'\nkeys = []",
+                "http:// or https://",
+            ),
+            (
+                "[[upstream]]\nmanifest_url = 'https://p/m.json'",
+                "needs keys",
+            ),
+            (
+                "[[upstream]]\nmanifest_url = 'https://p/m.json'\nkeys = ['abc']",
+                "not an Ed25519 public key",
+            ),
+            (
+                "[report]\nurl = 'https://p/api/v1/reports'",
+                "exactly one of token or token_file",
+            ),
+            (
+                "[report]\nurl = 'https://p/r'\ntoken = 't'\nbatch = 0",
+                "batch 0",
+            ),
+            ("[cap]\nfeed_url = 'https://p/cap.atom'", "no area to match"),
+            ("[cap]\ngeocodes = ['5012']", "valueName:value"),
         ];
         for (text, want) in table {
             let e = Config::from_toml_str(text, Some(Path::new("/etc/h.toml")))
@@ -752,6 +780,35 @@ mod tests {
                 .to_string();
             assert!(e.contains("/etc/h.toml") && e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_provincial_link_is_configured_with_keys_and_a_hidden_token() {
+        let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let c = Config::from_toml_str(
+            &format!(
+                "[district]\ncode = '5012'\n[[upstream]]\nmanifest_url = 'https://p/m.json'\nkeys = ['{key}']\npoll = '10m'\n\
+                 [report]\nurl = 'https://p/api/v1/reports'\ntoken = 'hkr_secret'\n[cap]\nfeed_url = 'https://p/cap.atom'"
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].name, "province");
+        assert_eq!(c.upstreams[0].poll, Duration::from_secs(600));
+        assert_eq!(
+            c.cap.geocodes,
+            [("TIS1099".to_string(), "5012".to_string())]
+        );
+        let report = c.report.as_ref().unwrap();
+        assert_eq!(
+            (report.interval, report.batch),
+            (Duration::from_secs(60), 500)
+        );
+        assert!(
+            !format!("{c:?}").contains("hkr_secret"),
+            "the token never shows"
+        );
+        assert!(Config::embedded_default().upstreams.is_empty());
     }
 
     #[test]
