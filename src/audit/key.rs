@@ -28,6 +28,24 @@ pub enum KeyError {
     BadSignature,
     #[error("{0} already exists; refusing to overwrite a key (move it away first)")]
     Exists(PathBuf),
+    /// A key file other than the box's own (`hokrajai keygen`, `publish --key`).
+    #[error("key file {path}: {why}")]
+    KeyFile { path: PathBuf, why: String },
+}
+
+/// Name errors about a key file given on the command line as such, not as the box key.
+fn key_file_error(e: KeyError) -> KeyError {
+    match e {
+        KeyError::Io { path, source } => KeyError::KeyFile {
+            path,
+            why: source.to_string(),
+        },
+        KeyError::Damaged { path, why } => KeyError::KeyFile {
+            path,
+            why: format!("not a key (64 hex digits): {why}"),
+        },
+        other => other,
+    }
 }
 
 /// The box's signing key. Debug never shows the secret.
@@ -151,6 +169,10 @@ pub fn generate_signing_key() -> Result<SigningKey, KeyError> {
 /// (a hard link, which fails if the name was taken meanwhile), so a crash leaves no half key.
 /// Returns the path of the public key file.
 pub fn write_new_key_file(path: &Path, key: &SigningKey) -> Result<PathBuf, KeyError> {
+    write_key_files(path, key).map_err(key_file_error)
+}
+
+fn write_key_files(path: &Path, key: &SigningKey) -> Result<PathBuf, KeyError> {
     if path.symlink_metadata().is_ok() {
         return Err(KeyError::Exists(path.to_path_buf()));
     }
@@ -186,8 +208,12 @@ pub fn write_new_key_file(path: &Path, key: &SigningKey) -> Result<PathBuf, KeyE
 
 /// Read a signing key written by [`write_new_key_file`] (or a box key): 64 hex digits.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    BoxKey::parse(path, &text).map(|k| k.signing)
+    let text = std::fs::read_to_string(path)
+        .map_err(io(path))
+        .map_err(key_file_error)?;
+    BoxKey::parse(path, &text)
+        .map(|k| k.signing)
+        .map_err(key_file_error)
 }
 
 /// A public key as people and manifests write it: 64 lowercase hex digits.
@@ -306,6 +332,8 @@ mod tests {
             Err(KeyError::Exists(_))
         ));
         assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
+        let missing = load_signing_key(&dir.path().join("nope.key")).unwrap_err();
+        assert!(missing.to_string().starts_with("key file "), "{missing}");
         // No temp file left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
