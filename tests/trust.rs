@@ -17,14 +17,15 @@ use serde_json::{json, Value};
 const QUIET_SLOT: &str = "[[slot]]\nname = \"night\"\ncron = \"0 0 3 1 1 *\"\nlength = \"10m\"\n";
 
 /// Who calls, in the order of every row of the matrix.
-const WHO: [&str; 6] = [
-    "uploader", "approver", "auditor", "admin", "none", "revoked",
+const WHO: [&str; 7] = [
+    "uploader", "approver", "auditor", "admin", "box", "none", "revoked",
 ];
 
 enum Send {
     Nothing,
     Json(Value),
     Upload,
+    Xml(String),
 }
 
 /// One row of the matrix: the expected status per caller in `WHO` order, or `None` for a public
@@ -33,14 +34,14 @@ struct Row {
     method: &'static str,
     path: Box<dyn Fn(usize) -> String>,
     send: Send,
-    expect: Option<[u16; 6]>,
+    expect: Option<[u16; 7]>,
 }
 
 fn row(
     method: &'static str,
     path: impl Fn(usize) -> String + 'static,
     send: Send,
-    expect: Option<[u16; 6]>,
+    expect: Option<[u16; 7]>,
 ) -> Row {
     Row {
         method,
@@ -74,6 +75,7 @@ fn call(d: &Daemon, who: usize, r: &Row, cell: usize) -> u16 {
     req = match &r.send {
         Send::Nothing => req,
         Send::Json(v) => req.json(v),
+        Send::Xml(x) => req.header("content-type", "application/xml").body(x.clone()),
         // Sent whole, not streamed: a refusal may come before the body is read.
         Send::Upload => {
             let (content_type, body) =
@@ -89,6 +91,8 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
     let mut d = Daemon::start(QUIET_SLOT);
     let revoked = d.revoked_token("admin");
     d.tokens.insert("revoked", revoked);
+    let box_token = d.cli(&["token", "add", "--name", "box-5012", "--role", "box"]);
+    d.tokens.insert("box", box_token.trim().to_string());
     let base = d.upload_approved(&fixture("alac.m4a"), &[("title", "base")]);
     // A pending announcement (uploaded by `uploader`) per caller for each decision.
     let pending = |d: &Daemon| -> Vec<i64> {
@@ -101,11 +105,17 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
             .collect()
     };
     let (to_approve, to_reject, to_withdraw) = (pending(&d), pending(&d), pending(&d));
-    let any_role = Some([200, 200, 200, 200, 401, 401]);
+    let any_role = Some([200, 200, 200, 200, 403, 401, 401]);
     let rows = vec![
-        row("GET", fixed("/healthz"), Send::Nothing, Some([200; 6])),
+        row("GET", fixed("/healthz"), Send::Nothing, Some([200; 7])),
         row("GET", fixed("/api/v1/status"), Send::Nothing, any_role),
-        row("GET", fixed("/api/v1/whoami"), Send::Nothing, any_role),
+        // The one reading endpoint a box token opens.
+        row(
+            "GET",
+            fixed("/api/v1/whoami"),
+            Send::Nothing,
+            Some([200, 200, 200, 200, 200, 401, 401]),
+        ),
         row("GET", fixed("/api/v1/slots"), Send::Nothing, any_role),
         row("GET", fixed("/api/v1/plan"), Send::Nothing, any_role),
         row("GET", fixed("/api/v1/calendar"), Send::Nothing, any_role),
@@ -119,7 +129,7 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
             "POST",
             fixed("/api/v1/announcements"),
             Send::Upload,
-            Some([201, 403, 403, 201, 401, 401]),
+            Some([201, 403, 403, 201, 403, 401, 401]),
         ),
         row(
             "GET",
@@ -138,56 +148,90 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
             "GET",
             fixed("/api/v1/announcements/..%2F..%2Fhokrajai.db/audio"),
             Send::Nothing,
-            Some([400, 400, 400, 400, 401, 401]),
+            Some([400, 400, 400, 400, 403, 401, 401]),
         ),
         row(
             "POST",
             move |w| format!("/api/v1/announcements/{}/approve", to_approve[w]),
             Send::Json(json!({})),
-            Some([403, 200, 403, 200, 401, 401]),
+            Some([403, 200, 403, 200, 403, 401, 401]),
         ),
         row(
             "POST",
             move |w| format!("/api/v1/announcements/{}/reject", to_reject[w]),
             Send::Json(json!({"reason": "ทดสอบ / test"})),
-            Some([403, 200, 403, 200, 401, 401]),
+            Some([403, 200, 403, 200, 403, 401, 401]),
         ),
         // The uploader withdraws their own.
         row(
             "POST",
             move |w| format!("/api/v1/announcements/{}/withdraw", to_withdraw[w]),
             Send::Json(json!({})),
-            Some([200, 200, 403, 200, 401, 401]),
+            Some([200, 200, 403, 200, 403, 401, 401]),
         ),
         row(
             "GET",
             fixed("/api/v1/airtime"),
             Send::Nothing,
-            Some([403, 200, 200, 200, 401, 401]),
+            Some([403, 200, 200, 200, 403, 401, 401]),
         ),
         row(
             "GET",
             fixed("/api/v1/airtime/export"),
             Send::Nothing,
-            Some([403, 403, 200, 200, 401, 401]),
+            Some([403, 403, 200, 200, 403, 401, 401]),
         ),
         row(
             "GET",
             fixed("/api/v1/audit/report"),
             Send::Nothing,
-            Some([403, 200, 200, 200, 401, 401]),
+            Some([403, 200, 200, 200, 403, 401, 401]),
         ),
         row(
             "POST",
             fixed("/api/v1/emergency"),
             Send::Json(json!({"announcement_id": base, "repeat": 1})),
-            Some([403, 202, 403, 202, 401, 401]),
+            Some([403, 202, 403, 202, 403, 401, 401]),
         ),
         row(
             "POST",
             fixed("/api/v1/playout/stop"),
             Send::Nothing,
-            Some([403, 403, 403, 200, 401, 401]),
+            Some([403, 403, 403, 200, 403, 401, 401]),
+        ),
+        // The provincial link (issue 3).
+        row(
+            "GET",
+            fixed("/api/v1/link"),
+            Send::Nothing,
+            Some([200, 200, 200, 200, 403, 401, 401]),
+        ),
+        row(
+            "GET",
+            fixed("/api/v1/cap"),
+            Send::Nothing,
+            Some([403, 200, 200, 200, 403, 401, 401]),
+        ),
+        row(
+            "POST",
+            fixed("/api/v1/cap"),
+            Send::Xml(
+                std::fs::read_to_string(fixture("cap/wrong-area.xml")).unwrap(),
+            ),
+            Some([403, 200, 403, 200, 200, 401, 401]),
+        ),
+        // A box reports as itself only; without its Idempotency-Key the body is refused.
+        row(
+            "POST",
+            fixed("/api/v1/reports"),
+            Send::Nothing,
+            Some([403, 403, 403, 403, 400, 401, 401]),
+        ),
+        row(
+            "GET",
+            fixed("/api/v1/boxes"),
+            Send::Nothing,
+            Some([403, 200, 200, 200, 403, 401, 401]),
         ),
         row("GET", fixed("/"), Send::Nothing, None),
         row("GET", fixed("/assets/app.js"), Send::Nothing, None),
@@ -195,7 +239,7 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
             "GET",
             fixed("/api/v1/no-such-thing"),
             Send::Nothing,
-            Some([404; 6]),
+            Some([404; 7]),
         ),
     ];
 
@@ -236,7 +280,7 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
         rows.len(),
         WHO.len()
     );
-    assert_eq!(cells, rows.len() * 6);
+    assert_eq!(cells, rows.len() * WHO.len());
     assert!(
         wrong.is_empty(),
         "{} cells wrong:\n{}",

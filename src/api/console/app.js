@@ -544,6 +544,10 @@ function renderNowFacts(st) {
   if (typeof st.uptime_s === 'number') rows.push([t('now.uptime'), fmtUptime(st.uptime_s)]);
   const pulled = (st.sync && st.sync.last_pull_at) || (st.province && st.province.last_pull_at) || st.last_pull_at;
   rows.push([t('now.province'), pulled ? fmtDateTime(pulled) : t('now.province_none')]);
+  if (st.sync && st.sync.last_error) rows.push([t('now.province_error'), st.sync.last_error]);
+  if (st.sync && typeof st.sync.report_queued === 'number' && st.sync.reporting) {
+    rows.push([t('now.report_queued'), String(st.sync.report_queued)]);
+  }
   $('#now-facts').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
