@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{parse_opt_ts, parse_ts, ts, Result, Store, StoreError};
-use crate::domain::{Announcement, AnnouncementId, AnnouncementStatus, Priority};
+use crate::domain::{Announcement, AnnouncementId, AnnouncementStatus, Priority, Source};
 
 /// An announcement about to be stored (audio already probed and in place).
 #[derive(Debug, Clone)]
@@ -85,6 +85,70 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<Announcement>> {
     Ok(build())
 }
 
+/// Where a new row comes from and how it arrives: uploaded here (`pending`, waiting for a second
+/// person) or already approved upstream.
+pub(super) struct Origin<'a> {
+    pub status: AnnouncementStatus,
+    pub source: Source,
+    pub source_ref: Option<&'a str>,
+    /// Who approved it and when, for rows that arrive approved.
+    pub decided: Option<(&'a str, DateTime<Utc>)>,
+}
+
+impl Origin<'_> {
+    fn local() -> Self {
+        Origin {
+            status: AnnouncementStatus::Pending,
+            source: Source::Local,
+            source_ref: None,
+            decided: None,
+        }
+    }
+}
+
+/// The one INSERT of an announcement row; returns its id.
+pub(super) fn insert_row(
+    tx: &rusqlite::Transaction<'_>,
+    a: &NewAnnouncement,
+    origin: &Origin<'_>,
+    now: DateTime<Utc>,
+) -> Result<AnnouncementId> {
+    tx.execute(
+        "INSERT INTO announcements (title, script, agency, priority, status, sha256, size_bytes, \
+         container, codec, sample_rate, channels, duration_ms, loudness_lufs, valid_from, \
+         valid_until, plays_per_day, outputs, uploaded_by, created_at, decided_by, decided_at, \
+         source, source_ref) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20, ?21, ?22, ?23)",
+        params![
+            a.title,
+            a.script,
+            a.agency,
+            a.priority.as_str(),
+            origin.status.as_str(),
+            a.sha256,
+            a.size_bytes as i64,
+            a.container,
+            a.codec,
+            a.sample_rate,
+            a.channels,
+            a.duration_ms as i64,
+            a.loudness_lufs,
+            a.valid_from.map(ts),
+            a.valid_until.map(ts),
+            a.plays_per_day,
+            a.outputs.join(","),
+            a.uploaded_by,
+            ts(now),
+            origin.decided.map(|(by, _)| by),
+            origin.decided.map(|(_, at)| ts(at)),
+            origin.source.as_str(),
+            origin.source_ref,
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
 impl Store {
     /// Store a new announcement as `pending`, recording the upload in its history.
     pub fn insert_announcement(
@@ -94,33 +158,7 @@ impl Store {
     ) -> Result<Announcement> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO announcements (title, script, agency, priority, status, sha256, size_bytes, \
-             container, codec, sample_rate, channels, duration_ms, loudness_lufs, valid_from, \
-             valid_until, plays_per_day, outputs, uploaded_by, created_at) \
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![
-                a.title,
-                a.script,
-                a.agency,
-                a.priority.as_str(),
-                a.sha256,
-                a.size_bytes as i64,
-                a.container,
-                a.codec,
-                a.sample_rate,
-                a.channels,
-                a.duration_ms as i64,
-                a.loudness_lufs,
-                a.valid_from.map(ts),
-                a.valid_until.map(ts),
-                a.plays_per_day,
-                a.outputs.join(","),
-                a.uploaded_by,
-                ts(now),
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let id = insert_row(&tx, a, &Origin::local(), now)?;
         tx.execute(
             "INSERT INTO announcement_history (announcement_id, action, actor, at) VALUES (?1, 'uploaded', ?2, ?3)",
             params![id, a.uploaded_by, ts(now)],

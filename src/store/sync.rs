@@ -12,10 +12,10 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::airtime::{link_from_row, LINK_COLUMNS};
-use super::announcements::NewAnnouncement;
+use super::announcements::{insert_row, NewAnnouncement, Origin};
 use super::{parse_opt_ts, ts, Result, Store, StoreError};
 use crate::audit::chain::{Link, Walker};
-use crate::domain::{Announcement, AnnouncementId, Priority, Source};
+use crate::domain::{Announcement, AnnouncementId, AnnouncementStatus, Priority, Source};
 
 /// What the box knows of one upstream manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -177,39 +177,13 @@ impl Store {
         }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO announcements (title, script, agency, priority, status, sha256, size_bytes, \
-             container, codec, sample_rate, channels, duration_ms, loudness_lufs, valid_from, \
-             valid_until, plays_per_day, outputs, uploaded_by, created_at, decided_by, decided_at, \
-             source, source_ref) \
-             VALUES (?1, ?2, ?3, ?4, 'approved', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-            params![
-                a.title,
-                a.script,
-                a.agency,
-                a.priority.as_str(),
-                a.sha256,
-                a.size_bytes as i64,
-                a.container,
-                a.codec,
-                a.sample_rate,
-                a.channels,
-                a.duration_ms as i64,
-                a.loudness_lufs,
-                a.valid_from.map(ts),
-                a.valid_until.map(ts),
-                a.plays_per_day,
-                a.outputs.join(","),
-                a.uploaded_by,
-                ts(now),
-                approved_by,
-                ts(approved_at),
-                source.as_str(),
-                source_ref,
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let origin = Origin {
+            status: AnnouncementStatus::Approved,
+            source,
+            source_ref: Some(source_ref),
+            decided: Some((approved_by, approved_at)),
+        };
+        let id = insert_row(&tx, a, &origin, now)?;
         tx.execute(
             "INSERT INTO announcement_history (announcement_id, action, actor, at, detail) \
              VALUES (?1, 'received', ?2, ?3, ?4)",
