@@ -713,16 +713,8 @@ async fn run(
         shutdown_signal(stop_rx.clone()),
     ));
     let runner_task = tokio::spawn(runner.clone().run(shutdown_signal(stop_rx.clone())));
-    // Airtime rows go to the province from the outbox; the task ends when stop_rx turns true.
-    if let Some(report) = config.report.clone() {
-        tokio::spawn(hokrajai::sync::report::run(
-            runner.store.clone(),
-            runner.clock.clone(),
-            report,
-            stop_rx.clone(),
-        ));
-    }
-    // The provincial link (issue #3): pullers, the CAP feed. They never hold up playout.
+    // The provincial link (issue #3): pullers, the reporter, the CAP feed. They never hold up
+    // playout; each ends when stop_rx turns true.
     let link_tasks = hokrajai::sync::spawn(runner.clone(), stop_rx.clone());
 
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, AnyCaller, AppState, Caller};
+use super::{AnyCaller, ApiError, AppState, Caller};
 use crate::thai::format_datetime;
 
 /// The longest plan one request may ask for.
@@ -38,19 +38,21 @@ pub async fn whoami(AnyCaller(caller): AnyCaller) -> Json<Value> {
 }
 
 pub async fn status(State(st): State<AppState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
-    let runner = st.runner.clone();
-    let outputs = tokio::task::spawn_blocking(move || runner.outputs())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The plan part is cached by the runner; only a stale cache costs a (blocking) plan.
+    let outputs = match st.runner.cached_outputs() {
+        Some(outputs) => outputs,
+        None => {
+            let runner = st.runner.clone();
+            tokio::task::spawn_blocking(move || runner.outputs())
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+        }
+    };
     let r = &st.runner;
     let now = r.clock.now();
     let tz = r.config.timezone;
     let next_slot = r
-        .planner
-        .next_starts(now, 1)
-        .into_iter()
-        .filter_map(|(slot, starts)| starts.first().map(|s| (slot, *s)))
-        .min_by_key(|(_, s)| *s)
+        .next_slot()
         .map(|(slot, at)| json!({"slot": slot, "at": at, "at_local": format_datetime(at, tz)}));
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -59,6 +59,15 @@ pub fn spawn(
         tracing::info!(upstream = %u.name, url = %u.manifest_url, every = ?u.poll, "pulling approved content from the province");
         tasks.push(tokio::spawn(puller.run(shutdown.clone())));
     }
+    if let Some(report) = &config.report {
+        tracing::info!(url = %report.url, every = ?report.interval, "reporting airtime to the province");
+        tasks.push(tokio::spawn(report::run(
+            runner.store.clone(),
+            runner.clock.clone(),
+            report.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(url) = &config.cap.feed_url {
         tracing::info!(%url, every = ?config.cap.poll, "polling the CAP alert feed");
         tasks.push(tokio::spawn(alerts::poll_feed(
