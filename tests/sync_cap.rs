@@ -20,8 +20,12 @@ fn fresh(name: &str) -> String {
         return text;
     }
     let today = chrono::Utc::now().date_naive();
-    let d1 = (today + chrono::Days::new(1)).format("%Y-%m-%d").to_string();
-    let d2 = (today + chrono::Days::new(2)).format("%Y-%m-%d").to_string();
+    let d1 = (today + chrono::Days::new(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let d2 = (today + chrono::Days::new(2))
+        .format("%Y-%m-%d")
+        .to_string();
     text.replace("2026-08-14", &d1).replace("2026-08-15", &d2)
 }
 
@@ -40,7 +44,10 @@ fn post_cap(d: &Daemon, who: Option<&str>, xml: &str) -> (u16, Value) {
 }
 
 fn announcement(d: &Daemon, id: &Value) -> Value {
-    d.get_json(&format!("/api/v1/announcements/{}", id.as_i64().unwrap()), "admin")
+    d.get_json(
+        &format!("/api/v1/announcements/{}", id.as_i64().unwrap()),
+        "admin",
+    )
 }
 
 #[test]
@@ -52,7 +59,12 @@ fn alerts_for_the_district_air_and_cancels_and_updates_take_them_back() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["record"]["decision"], "aired", "{v}");
     assert_eq!(v["duplicate"], false);
-    let mut preempted: Vec<&str> = v["preempted"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+    let mut preempted: Vec<&str> = v["preempted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
     preempted.sort();
     assert_eq!(preempted, ["pa", "tower"]);
     let first = v["record"]["announcement_id"].clone();
@@ -60,14 +72,31 @@ fn alerts_for_the_district_air_and_cancels_and_updates_take_them_back() {
     assert_eq!(a["source"], "cap");
     assert_eq!(a["status"], "approved");
     assert_eq!(a["priority"], "high");
-    assert_eq!(a["title"], "น้ำป่าไหลหลากอำเภอสันป่าตอง ให้ขึ้นที่สูงทันที", "Thai first: {a}");
-    assert!(a["valid_until"].is_string(), "valid until the alert expires");
-    assert!(v["record"]["detail"].as_str().unwrap().contains("audio resource aired"), "{v}");
+    assert_eq!(
+        a["title"], "น้ำป่าไหลหลากอำเภอสันป่าตอง ให้ขึ้นที่สูงทันที",
+        "Thai first: {a}"
+    );
+    assert!(
+        a["valid_until"].is_string(),
+        "valid until the alert expires"
+    );
+    assert!(
+        v["record"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("audio resource aired"),
+        "{v}"
+    );
     // Its message airs in the emergency slot on both outputs.
     let rows = d.wait_airtime(Duration::from_secs(20), |rows| {
-        rows.iter().filter(|r| r["announcement_id"] == first && r["status"] == "completed").count() >= 2
+        rows.iter()
+            .filter(|r| r["announcement_id"] == first && r["status"] == "completed")
+            .count()
+            >= 2
     });
-    assert!(rows.iter().any(|r| r["announcement_id"] == first && r["slot"] == "emergency"));
+    assert!(rows
+        .iter()
+        .any(|r| r["announcement_id"] == first && r["slot"] == "emergency"));
 
     // The same message again: answered from the record, nothing aired twice.
     let (s, again) = post_cap(&d, Some("admin"), &fresh("alert-extreme-th-en.xml"));
@@ -79,17 +108,35 @@ fn alerts_for_the_district_air_and_cancels_and_updates_take_them_back() {
     // with the headline as its title.
     let (s, v2) = post_cap(&d, Some("approver"), &fresh("alert-severe-province.xml"));
     assert_eq!(s, 200, "{v2}");
-    assert!(matches!(v2["record"]["decision"].as_str(), Some("aired") | Some("queued")), "{v2}");
+    assert!(
+        matches!(
+            v2["record"]["decision"].as_str(),
+            Some("aired") | Some("queued")
+        ),
+        "{v2}"
+    );
     let second = v2["record"]["announcement_id"].clone();
     let b = announcement(&d, &second);
     assert_eq!(b["title"], "เตือนพายุฤดูร้อนจังหวัดเชียงใหม่ พรุ่งนี้บ่าย");
-    assert!(v2["record"]["detail"].as_str().unwrap().contains("alert tone"), "{v2}");
+    assert!(
+        v2["record"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alert tone"),
+        "{v2}"
+    );
 
     // An Update replaces the first: it is withdrawn, the update airs.
     let (s, v3) = post_cap(&d, Some("approver"), &fresh("update.xml"));
     assert_eq!(s, 200, "{v3}");
     assert_eq!(announcement(&d, &first)["status"], "withdrawn");
-    assert!(v3["record"]["detail"].as_str().unwrap().contains("replaced"), "{v3}");
+    assert!(
+        v3["record"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("replaced"),
+        "{v3}"
+    );
     let third = v3["record"]["announcement_id"].clone();
     assert_eq!(announcement(&d, &third)["status"], "approved");
 
@@ -101,7 +148,10 @@ fn alerts_for_the_district_air_and_cancels_and_updates_take_them_back() {
         .iter()
         .filter(|id| announcement(&d, id)["status"] == "withdrawn")
         .count();
-    assert!(withdrawn >= 2, "the cancel withdrew what it referenced: {v4}");
+    assert!(
+        withdrawn >= 2,
+        "the cancel withdrew what it referenced: {v4}"
+    );
 
     // Everything is in the CAP log, newest first.
     let log = d.get_json("/api/v1/cap", "auditor");
@@ -124,9 +174,18 @@ fn other_areas_tests_exercises_expired_and_acks_are_logged_not_aired() {
         assert_eq!(v["record"]["decision"], "ignored", "{name}: {v}");
         assert!(v["record"]["announcement_id"].is_null(), "{name}");
         let detail = v["record"]["detail"].as_str().unwrap();
-        assert!(detail.contains(why), "{name}: the reason says why: {detail}");
+        assert!(
+            detail.contains(why),
+            "{name}: the reason says why: {detail}"
+        );
     }
-    assert_eq!(d.get_json("/api/v1/cap", "admin")["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        d.get_json("/api/v1/cap", "admin")["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(d.airtime().is_empty(), "nothing aired");
 }
@@ -147,11 +206,18 @@ fn bad_messages_are_refused_and_a_resource_failing_its_digest_is_not_aired() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["record"]["decision"], "aired", "{v}");
     let detail = v["record"]["detail"].as_str().unwrap();
-    assert!(detail.contains("refused") && detail.contains("digest"), "{detail}");
+    assert!(
+        detail.contains("refused") && detail.contains("digest"),
+        "{detail}"
+    );
     let a = announcement(&d, &v["record"]["announcement_id"]);
     let tone = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/audio/alert.wav")).unwrap();
     use sha2::Digest;
-    assert_eq!(a["sha256"], hex::encode(sha2::Sha256::digest(&tone)), "the alert tone: {a}");
+    assert_eq!(
+        a["sha256"],
+        hex::encode(sha2::Sha256::digest(&tone)),
+        "the alert tone: {a}"
+    );
 }
 
 #[test]

@@ -83,7 +83,11 @@ fn keygen(path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -98,8 +102,14 @@ fn upstream(d: &Daemon) -> Value {
 /// The box's announcements that came from the province, by title.
 fn from_province(d: &Daemon) -> Vec<Value> {
     let v = d.get_json("/api/v1/announcements", "admin");
-    let list = v["announcements"].as_array().or(v.as_array()).cloned().unwrap_or_default();
-    list.into_iter().filter(|a| a["source"] == "province").collect()
+    let list = v["announcements"]
+        .as_array()
+        .or(v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|a| a["source"] == "province")
+        .collect()
 }
 
 fn by_title(d: &Daemon, title: &str) -> Option<Value> {
@@ -118,9 +128,14 @@ fn published_content_is_pulled_aired_and_stopped_on_air_when_withdrawn() {
     tone_wav(&long, 20.0, 0.3);
     let a = p.d.upload_approved(
         &long,
-        &[("title", "จังหวัด: ประกาศยาว"), ("agency", "ปชส.จังหวัด"), ("plays_per_day", "5")],
+        &[
+            ("title", "จังหวัด: ประกาศยาว"),
+            ("agency", "ปชส.จังหวัด"),
+            ("plays_per_day", "5"),
+        ],
     );
-    let other = p.d.upload_approved(&fixture("tone.mp3"), &[("title", "จังหวัด: อำเภออื่น")]);
+    let other =
+        p.d.upload_approved(&fixture("tone.mp3"), &[("title", "จังหวัด: อำเภออื่น")]);
     let out = p.publish(&[&a.to_string()]);
     assert!(out.contains("sequence 1"), "{out}");
     // Sequence 2: the second item, for another district only.
@@ -128,18 +143,26 @@ fn published_content_is_pulled_aired_and_stopped_on_air_when_withdrawn() {
     assert!(out.contains("sequence 2"), "{out}");
 
     let b = Daemon::start_with(&common::every_seconds_slot(30, 28), &p.box_config());
-    let item = wait_for("the province item on the box", Duration::from_secs(30), || {
-        by_title(&b, "จังหวัด: ประกาศยาว")
-    });
+    let item = wait_for(
+        "the province item on the box",
+        Duration::from_secs(30),
+        || by_title(&b, "จังหวัด: ประกาศยาว"),
+    );
     assert_eq!(item["status"], "approved", "{item}");
     assert_eq!(item["decided_by"], "province: kanya", "{item}");
     assert_eq!(item["agency"], "ปชส.จังหวัด");
     assert_eq!(item["source_ref"], format!("province/{a}"));
     assert_eq!(item["sha256"], sha256_file(&long));
-    assert!(by_title(&b, "จังหวัด: อำเภออื่น").is_none(), "another district's item stays out");
+    assert!(
+        by_title(&b, "จังหวัด: อำเภออื่น").is_none(),
+        "another district's item stays out"
+    );
     let u = upstream(&b);
     assert_eq!(u["sequence"], 2, "{u}");
-    assert!(u["last_success_at"].is_string() && u["last_error"].is_null(), "{u}");
+    assert!(
+        u["last_success_at"].is_string() && u["last_error"].is_null(),
+        "{u}"
+    );
     assert!(link(&b)["last_pull_at"].is_string());
 
     // It airs in the next slot; withdrawn by the province while on air, it stops.
@@ -163,7 +186,10 @@ fn published_content_is_pulled_aired_and_stopped_on_air_when_withdrawn() {
         cut["detail"].as_str().unwrap().contains("ยกเลิกโดยจังหวัด"),
         "the log says why: {cut}"
     );
-    assert!(cut["duration_ms"].as_u64().unwrap() < 19_000, "cut short: {cut}");
+    assert!(
+        cut["duration_ms"].as_u64().unwrap() < 19_000,
+        "cut short: {cut}"
+    );
     let item = by_title(&b, "จังหวัด: ประกาศยาว").unwrap();
     assert_eq!(item["status"], "withdrawn");
     let hist = b.get_json(&format!("/api/v1/announcements/{id}"), "admin");
@@ -173,11 +199,15 @@ fn published_content_is_pulled_aired_and_stopped_on_air_when_withdrawn() {
 #[test]
 fn tampered_audio_bad_signatures_and_replayed_manifests_are_refused() {
     let p = Province::new(None);
-    let a = p.d.upload_approved(&fixture("tone.mp3"), &[("title", "จังหวัด: หนึ่ง")]);
-    let c = p.d.upload_approved(&fixture("tone.flac"), &[("title", "จังหวัด: สอง")]);
+    let a =
+        p.d.upload_approved(&fixture("tone.mp3"), &[("title", "จังหวัด: หนึ่ง")]);
+    let c =
+        p.d.upload_approved(&fixture("tone.flac"), &[("title", "จังหวัด: สอง")]);
     p.publish(&[&a.to_string()]);
     let b = Daemon::start_with(QUIET_SLOT, &p.box_config());
-    wait_for("item one", Duration::from_secs(30), || by_title(&b, "จังหวัด: หนึ่ง"));
+    wait_for("item one", Duration::from_secs(30), || {
+        by_title(&b, "จังหวัด: หนึ่ง")
+    });
     let seq1 = std::fs::read(p.out.join("manifest.json")).unwrap();
 
     // A file changed on the server after signing: refused, deleted, item not made eligible.
@@ -190,15 +220,24 @@ fn tampered_audio_bad_signatures_and_replayed_manifests_are_refused() {
     std::fs::write(&served, &bytes).unwrap();
     let err = wait_for("the tampered file refused", Duration::from_secs(30), || {
         let u = upstream(&b);
-        u["last_error"].as_str().filter(|e| e.contains("SHA-256")).map(str::to_string)
+        u["last_error"]
+            .as_str()
+            .filter(|e| e.contains("SHA-256"))
+            .map(str::to_string)
     });
     assert!(err.contains(&sha_c), "{err}");
     assert!(by_title(&b, "จังหวัด: สอง").is_none(), "not eligible");
-    assert_eq!(upstream(&b)["sequence"], 1, "the manifest is not applied until all is in place");
+    assert_eq!(
+        upstream(&b)["sequence"],
+        1,
+        "the manifest is not applied until all is in place"
+    );
     assert!(!b.data().join("audio").join(&sha_c).exists());
     // Put right on the server: the next poll takes it.
     std::fs::copy(fixture("tone.flac"), &served).unwrap();
-    wait_for("item two after the fix", Duration::from_secs(30), || by_title(&b, "จังหวัด: สอง"));
+    wait_for("item two after the fix", Duration::from_secs(30), || {
+        by_title(&b, "จังหวัด: สอง")
+    });
     assert_eq!(upstream(&b)["sequence"], 2);
     let seq2 = std::fs::read(p.out.join("manifest.json")).unwrap();
 
@@ -217,12 +256,16 @@ fn tampered_audio_bad_signatures_and_replayed_manifests_are_refused() {
         &c.to_string(),
     ]);
     std::fs::copy(rogue_out.join("manifest.json"), p.out.join("manifest.json")).unwrap();
-    wait_for("the rogue manifest refused", Duration::from_secs(30), || {
-        upstream(&b)["last_error"]
-            .as_str()
-            .filter(|e| e.contains("does not trust"))
-            .map(|_| ())
-    });
+    wait_for(
+        "the rogue manifest refused",
+        Duration::from_secs(30),
+        || {
+            upstream(&b)["last_error"]
+                .as_str()
+                .filter(|e| e.contains("does not trust"))
+                .map(|_| ())
+        },
+    );
     assert_eq!(by_title(&b, "จังหวัด: หนึ่ง").unwrap()["status"], "approved");
 
     // A signed manifest with a tampered body: the signature no longer fits.
@@ -230,12 +273,16 @@ fn tampered_audio_bad_signatures_and_replayed_manifests_are_refused() {
     let forged = text.replace("จังหวัด: สอง", "ข่าวลือ");
     assert_ne!(forged, text);
     std::fs::write(p.out.join("manifest.json"), forged).unwrap();
-    wait_for("the forged manifest refused", Duration::from_secs(30), || {
-        upstream(&b)["last_error"]
-            .as_str()
-            .filter(|e| e.contains("signature"))
-            .map(|_| ())
-    });
+    wait_for(
+        "the forged manifest refused",
+        Duration::from_secs(30),
+        || {
+            upstream(&b)["last_error"]
+                .as_str()
+                .filter(|e| e.contains("signature"))
+                .map(|_| ())
+        },
+    );
     assert!(from_province(&b).iter().all(|x| x["title"] != "ข่าวลือ"));
 
     // Withdrawn in sequence 3; then the old sequence 1 served again (a replay): refused, and
@@ -271,7 +318,10 @@ fn a_download_cut_mid_way_resumes_where_it_stopped() {
     let b = Daemon::start_with(QUIET_SLOT, &p.box_config());
     let part = b.data().join("incoming").join(format!("{sha}.part"));
     wait_for("part of the download", Duration::from_secs(30), || {
-        std::fs::metadata(&part).ok().filter(|m| m.len() > 200_000).map(|_| ())
+        std::fs::metadata(&part)
+            .ok()
+            .filter(|m| m.len() > 200_000)
+            .map(|_| ())
     });
     // The link drops.
     p.nginx.stop();
@@ -279,7 +329,10 @@ fn a_download_cut_mid_way_resumes_where_it_stopped() {
         upstream(&b)["last_error"].as_str().map(str::to_string)
     });
     let kept = std::fs::metadata(&part).unwrap().len();
-    assert!(kept > 0 && kept < size, "partial file kept: {kept} of {size} ({err})");
+    assert!(
+        kept > 0 && kept < size,
+        "partial file kept: {kept} of {size} ({err})"
+    );
     assert!(by_title(&b, "จังหวัด: ไฟล์ใหญ่").is_none());
 
     // Back, at full speed: the box asks only for the rest.
@@ -297,4 +350,59 @@ fn a_download_cut_mid_way_resumes_where_it_stopped() {
         "a Range request answered 206 Partial Content:\n{log}"
     );
     assert!(upstream(&b)["last_error"].is_null());
+}
+
+/// The whole loop of issue 3 with two real daemons: the province publishes, the box pulls and
+/// airs, the box reports, and the province's own airtime query shows the airing under the box.
+#[test]
+fn publish_pull_air_report_and_the_province_sees_it_aired() {
+    let p = Province::new(None);
+    let a = p.d.upload_approved(
+        &fixture("tone.mp3"),
+        &[("title", "จังหวัด: วงจรครบ"), ("plays_per_day", "48")],
+    );
+    p.publish(&[&a.to_string()]);
+    let box_token =
+        p.d.cli(&["token", "add", "--name", "box-5012", "--role", "box"]);
+    let report = format!(
+        "\n[report]\nurl = \"{}\"\ntoken = \"{}\"\ninterval = \"1s\"\n",
+        p.d.url("/api/v1/reports"),
+        box_token.trim()
+    );
+    let b = Daemon::start_with(
+        &common::every_seconds_slot(10, 8),
+        &(p.box_config() + &report),
+    );
+    let item = wait_for("the item on the box", Duration::from_secs(30), || {
+        by_title(&b, "จังหวัด: วงจรครบ")
+    });
+    b.wait_airtime(Duration::from_secs(30), |rows| {
+        rows.iter()
+            .any(|r| r["announcement_id"] == item["id"] && r["status"] == "completed")
+    });
+    let sha = item["sha256"].as_str().unwrap().to_string();
+    let rows = wait_for(
+        "the airing reported to the province",
+        Duration::from_secs(60),
+        || {
+            let v =
+                p.d.get_json("/api/v1/airtime?box=box-5012&limit=1000", "auditor");
+            let rows = v["rows"].as_array().cloned().unwrap_or_default();
+            rows.iter()
+                .any(|r| {
+                    r["title"] == "จังหวัด: วงจรครบ"
+                        && r["status"] == "completed"
+                        && r["sha256"] == sha.as_str()
+                })
+                .then_some(rows)
+        },
+    );
+    assert!(rows.iter().all(|r| r["box"] == "box-5012"), "{rows:?}");
+    let boxes = p.d.get_json("/api/v1/boxes", "auditor");
+    assert!(boxes.to_string().contains("box-5012"), "{boxes}");
+    let l = link(&b);
+    assert!(
+        l["report"]["state"]["reported_rows"].as_u64().unwrap() >= 1,
+        "{l}"
+    );
 }
