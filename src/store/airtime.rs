@@ -688,33 +688,7 @@ mod tests {
     use super::*;
     use rusqlite_migration::{Migrations, M};
 
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    fn airing(output: &str) -> AiringInfo {
-        AiringInfo {
-            announcement_id: 1,
-            title: "ประกาศ".into(),
-            sha256: "ab".repeat(32),
-            output: output.into(),
-            slot: "morning".into(),
-            scheduled_at: at("2026-11-23T23:00:00Z"),
-        }
-    }
-
-    /// A store with one announcement (rows refer to it).
-    fn store() -> Store {
-        let s = Store::open_in_memory().unwrap();
-        s.conn()
-            .execute_batch(
-                "INSERT INTO announcements (id, title, priority, status, sha256, size_bytes, container, codec, \
-                 sample_rate, channels, duration_ms, plays_per_day, outputs, uploaded_by, created_at) \
-                 VALUES (1, 't', 'normal', 'approved', 'x', 1, 'mp3', 'mp3', 44100, 2, 2000, 1, 'tower', 'a', '2026-01-01T00:00:00.000Z')",
-            )
-            .unwrap();
-        s
-    }
+    use crate::store::testing::{airing, at, store};
 
     #[test]
     fn every_finished_row_is_linked_in_the_order_it_became_final() {
