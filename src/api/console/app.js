@@ -646,6 +646,7 @@ function annFacts(a, probe = false) {
   ];
   if (!probe) {
     if (a.agency) rows.push([t('ann.agency'), a.agency, 'agency']);
+    if (a.source && a.source !== 'local') rows.push([t('ann.source'), t(`ann.source_${a.source}`), 'source']);
     rows.push([t('ann.by'), a.uploaded_by, 'by']);
     rows.push([t('ann.uploaded'), fmtDateTime(a.created_at), 'uploaded']);
   }
