@@ -503,6 +503,26 @@ fn check(common: Common) -> Result<()> {
         timetable.calendar.len(),
         tz.name()
     );
+    if let Some(d) = &config.district {
+        println!("  district {} {}", d.code, d.name.as_deref().unwrap_or(""));
+    }
+    for u in &config.upstreams {
+        println!(
+            "  pulls '{}' from {} every {:?} ({} trusted key(s))",
+            u.name,
+            u.manifest_url,
+            u.poll,
+            u.keys.len()
+        );
+    }
+    if let Some(r) = &config.report {
+        println!("  reports airtime to {} every {:?}", r.url, r.interval);
+    }
+    match (&config.cap.feed_url, config.cap.geocodes.is_empty()) {
+        (Some(f), _) => println!("  CAP feed {f} every {:?}, areas {:?}", config.cap.poll, config.cap.geocodes),
+        (None, false) => println!("  CAP alerts by POST only, areas {:?}", config.cap.geocodes),
+        (None, true) => println!("  CAP alerts: no area configured ([district] code or [cap] geocodes): every alert is logged, none aired"),
+    }
     let planner = Planner::new(Arc::new(config), timetable);
     for (name, starts) in planner.next_starts(now, 3) {
         let s: Vec<String> = starts.iter().map(|t| format_datetime(*t, tz)).collect();
