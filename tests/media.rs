@@ -506,3 +506,32 @@ fn the_demo_audio_is_what_its_readme_says() {
         assert!((-24.0..=-10.0).contains(&lufs), "{info:?}");
     }
 }
+
+/// A header claiming an absurd sample rate (the fuzzer's ebur128 assertion came from one) is
+/// refused with the rate named, before anything meters or plays it.
+#[test]
+fn sample_rates_outside_1_to_384_khz_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (rate, ok) in [(500, false), (1_000, true), (384_000, true), (768_000, false)] {
+        let path = dir.path().join(format!("r{rate}.wav"));
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for i in 0..rate / 2 {
+            w.write_sample(((i % 50) as i16 - 25) * 400).unwrap();
+        }
+        w.finalize().unwrap();
+        match media::probe(&path) {
+            Ok(info) => assert!(ok, "{rate} Hz accepted: {info:?}"),
+            Err(e) => {
+                assert!(!ok, "{rate} Hz refused: {e}");
+                assert_eq!(e.code(), "undecodable");
+                assert!(e.to_string().contains(&format!("{rate} Hz")), "{e}");
+            }
+        }
+    }
+}

@@ -12,6 +12,10 @@ use symphonia::core::audio::SignalSpec;
 use super::decode::{self, interleave};
 use super::{MediaError, ProbeInfo};
 
+/// The sample rates accepted: 1 kHz (below any speech codec) to 384 kHz (the highest studio rate).
+const MIN_RATE: u32 = 1_000;
+const MAX_RATE: u32 = 384_000;
+
 /// Decode the whole file at `path` and report what it is.
 ///
 /// The container is recognised from the first bytes (the name and extension are ignored), every
@@ -32,10 +36,13 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, MediaError> {
     while stream.advance()? {
         let buffer = stream.buffer();
         let spec = *buffer.spec();
-        if spec.rate == 0 {
-            return Err(MediaError::Undecodable(
-                "the decoder reports a sample rate of 0".to_owned(),
-            ));
+        // Outside what any real recording uses, a rate is a broken or hostile header: refused
+        // before it reaches the loudness meter (which asserts on absurd rates) or the mixer.
+        if !(MIN_RATE..=MAX_RATE).contains(&spec.rate) {
+            return Err(MediaError::Undecodable(format!(
+                "the decoder reports a sample rate of {} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)",
+                spec.rate
+            )));
         }
         length.add(buffer.frames() as u64, spec.rate);
         let first_spec = *first.get_or_insert_with(|| {
