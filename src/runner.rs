@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +33,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 pub const ALERT: &str = "alert.wav";
 /// The `slot` of an emergency airing in the airtime log.
 pub const EMERGENCY_SLOT: &str = "emergency";
+/// The longest the status's plan-derived part ("next airing", "next slot") is reused: the plan
+/// also depends on the time of day, and a store change that nobody announced is seen by then.
+const STATUS_MAX_AGE: Duration = Duration::from_secs(5);
 /// Gain is never raised or cut by more than this to reach the loudness target.
 const MAX_GAIN_UP_DB: f64 = 12.0;
 const MAX_GAIN_DOWN_DB: f64 = 24.0;
@@ -40,6 +44,15 @@ const MAX_GAIN_DOWN_DB: f64 = 24.0;
 struct StoreJournal {
     store: Store,
     changed: Arc<Notify>,
+    generation: Arc<AtomicU64>,
+}
+
+impl StoreJournal {
+    /// What aired changed, so the plan may have: wake the runner, drop cached plan answers.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
 }
 
 impl Journal for StoreJournal {
@@ -48,7 +61,7 @@ impl Journal for StoreJournal {
             .store
             .airing_started(airing, started_at)
             .map_err(|e| e.to_string());
-        self.changed.notify_waiters();
+        self.changed();
         r
     }
 
@@ -56,7 +69,7 @@ impl Journal for StoreJournal {
         if let Err(e) = self.store.airing_finished(row, status, ended_at, detail) {
             tracing::error!(row, error = %e, "could not close airtime row");
         }
-        self.changed.notify_waiters();
+        self.changed();
     }
 
     fn failed(&self, airing: &AiringInfo, at: DateTime<Utc>, detail: &str) {
@@ -67,7 +80,7 @@ impl Journal for StoreJournal {
         {
             tracing::error!(error = %e, "could not write failed airtime row");
         }
-        self.changed.notify_waiters();
+        self.changed();
     }
 }
 
@@ -164,8 +177,36 @@ pub struct Runner {
     pub clock: SharedClock,
     players: Vec<PlayerHandle>,
     replan: Arc<Notify>,
+    /// Bumped whenever the plan may have changed (a replan, an airing journaled).
+    plan_generation: Arc<AtomicU64>,
+    /// The status's plan-derived answers, reused while still true (see [`StatusPlan`]).
+    status_plan: Mutex<Option<StatusPlan>>,
     heartbeat: Heartbeat,
     pub started_at: DateTime<Utc>,
+}
+
+/// The next planned airing of each output, by output name.
+type NextAirings = BTreeMap<String, PlannedAiring>;
+
+/// What the status asks of the plan, kept so that a status request costs no planning: the plan
+/// for a day is a store read and a schedule expansion (milliseconds), and monitoring consoles
+/// poll status many times a second (issue 6: p99 260 ms at 200 req/s before this).
+///
+/// Valid while nothing was announced to the runner (`generation`), none of its answers has come
+/// due (`until`: the earliest next airing or slot start), and it is younger than
+/// [`STATUS_MAX_AGE`].
+struct StatusPlan {
+    generation: u64,
+    computed_at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    next: NextAirings,
+    next_slot: Option<(String, DateTime<Utc>)>,
+}
+
+impl StatusPlan {
+    fn fresh(&self, generation: u64, now: DateTime<Utc>) -> bool {
+        self.generation == generation && self.computed_at <= now && now < self.until
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -180,9 +221,11 @@ impl Runner {
     pub fn start(planner: Planner, store: Store, clock: SharedClock) -> Self {
         let config = planner.config.clone();
         let replan = Arc::new(Notify::new());
+        let plan_generation = Arc::new(AtomicU64::new(0));
         let journal: Arc<dyn Journal> = Arc::new(StoreJournal {
             store: store.clone(),
             changed: replan.clone(),
+            generation: plan_generation.clone(),
         });
         let players = config
             .outputs
@@ -197,13 +240,16 @@ impl Runner {
             clock,
             players,
             replan,
+            plan_generation,
+            status_plan: Mutex::new(None),
             heartbeat: Heartbeat::default(),
             started_at,
         }
     }
 
     /// Is every loop that must never hang still going round? (The runner wakes at least every
-    /// `MAX_SLEEP`; each player at least every quarter second.) Feeds the systemd watchdog.
+    /// `MAX_SLEEP`; each player every quarter second while it has work, every 5 s while idle.)
+    /// Feeds the systemd watchdog.
     pub fn healthy(&self) -> bool {
         let runner_ok = self.heartbeat.age() < MAX_SLEEP * 2;
         let players_ok = self
@@ -215,6 +261,7 @@ impl Runner {
 
     /// Tell the runner the plan may have changed (approval, withdrawal, new upload).
     pub fn replan(&self) {
+        self.plan_generation.fetch_add(1, Ordering::AcqRel);
         self.replan.notify_waiters();
     }
 
@@ -280,11 +327,69 @@ impl Runner {
         self.planner.plan(&self.store, from, to)
     }
 
-    /// Per output: the player's status and the next planned airing. The plan is looked at over
+    /// Per output: the player's status and the next planned airing. The plan part is reused
+    /// while it is still true (see [`StatusPlan`]); when it is not, the plan is looked at over
     /// growing windows (10 minutes up to a day) so a busy timetable stays cheap to ask about.
+    /// Blocks on the store when it plans: from async code, try [`Runner::cached_outputs`] first.
     pub fn outputs(&self) -> Vec<OutputView> {
+        let (next, _) = self.status_plan();
+        self.views(&next)
+    }
+
+    /// [`Runner::outputs`] if its plan part is cached and still true (no store access, no
+    /// planning: cheap enough for an async handler); `None` otherwise.
+    pub fn cached_outputs(&self) -> Option<Vec<OutputView>> {
+        let generation = self.plan_generation.load(Ordering::Acquire);
         let now = self.clock.now();
-        let mut next: BTreeMap<String, PlannedAiring> = BTreeMap::new();
+        let cache = lock(&self.status_plan);
+        let plan = cache.as_ref().filter(|p| p.fresh(generation, now))?;
+        Some(self.views(&plan.next))
+    }
+
+    /// The next slot start of any slot after now, and its slot (cached with the outputs' plan).
+    pub fn next_slot(&self) -> Option<(String, DateTime<Utc>)> {
+        let generation = self.plan_generation.load(Ordering::Acquire);
+        let now = self.clock.now();
+        if let Some(plan) = lock(&self.status_plan)
+            .as_ref()
+            .filter(|p| p.fresh(generation, now))
+        {
+            return plan.next_slot.clone();
+        }
+        self.first_slot_start(now)
+    }
+
+    fn first_slot_start(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
+        self.planner
+            .next_starts(now, 1)
+            .into_iter()
+            .filter_map(|(slot, starts)| starts.first().map(|s| (slot, *s)))
+            .min_by_key(|(_, s)| *s)
+    }
+
+    fn views(&self, next: &NextAirings) -> Vec<OutputView> {
+        self.players
+            .iter()
+            .map(|p| OutputView {
+                status: p.status(),
+                next: next.get(p.name()).cloned(),
+            })
+            .collect()
+    }
+
+    /// The next planned airing per output and the next slot start: cached, or planned now.
+    fn status_plan(&self) -> (NextAirings, Option<(String, DateTime<Utc>)>) {
+        // Read before planning: a change while we plan leaves the answer marked stale.
+        let generation = self.plan_generation.load(Ordering::Acquire);
+        let now = self.clock.now();
+        if let Some(plan) = lock(&self.status_plan)
+            .as_ref()
+            .filter(|p| p.fresh(generation, now))
+        {
+            return (plan.next.clone(), plan.next_slot.clone());
+        }
+        let mut next = NextAirings::new();
+        let mut planned = true;
         for minutes in [10, 60, 6 * 60, 24 * 60] {
             match self.plan(now, now + chrono::Duration::minutes(minutes)) {
                 Ok(plan) => {
@@ -294,6 +399,7 @@ impl Runner {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not plan for status");
+                    planned = false;
                     break;
                 }
             }
@@ -301,13 +407,26 @@ impl Runner {
                 break;
             }
         }
-        self.players
-            .iter()
-            .map(|p| OutputView {
-                status: p.status(),
-                next: next.get(p.name()).cloned(),
-            })
-            .collect()
+        let next_slot = self.first_slot_start(now);
+        if planned {
+            let max_age = chrono::Duration::from_std(STATUS_MAX_AGE).unwrap_or_default();
+            // An answer goes stale when the instant it names comes (one already past does not
+            // count: what it names changes only when it airs, which bumps the generation).
+            let until = next
+                .values()
+                .map(|p| p.start)
+                .chain(next_slot.iter().map(|(_, at)| *at))
+                .filter(|at| *at > now)
+                .fold(now + max_age, DateTime::min);
+            *lock(&self.status_plan) = Some(StatusPlan {
+                generation,
+                computed_at: now,
+                until,
+                next: next.clone(),
+                next_slot: next_slot.clone(),
+            });
+        }
+        (next, next_slot)
     }
 
     fn gain_db(&self, a: &Announcement) -> f32 {
@@ -522,4 +641,9 @@ impl Runner {
     pub fn into_players(self) -> Vec<PlayerHandle> {
         self.players
     }
+}
+
+/// Lock a mutex whose data stays valid even if a holder panicked (a cache).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1669,3 +1669,144 @@ fn a_hung_or_failing_amplifier_command_does_not_hold_up_or_stop_playout() {
         asked.elapsed()
     );
 }
+
+// ---- withdrawn announcements (issue 3) ----
+
+fn with_id(mut item: JobItem, id: i64) -> JobItem {
+    item.airing.announcement_id = id;
+    item
+}
+
+fn titles_started(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Started { title, .. } => Some(title.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_withdrawn_item_on_air_is_cut_at_once_and_the_job_goes_on_with_its_next_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = sine_wav(dir.path(), "long.wav", 3.0, 48_000, 1);
+    let short = sine_wav(dir.path(), "short.wav", 0.3, 48_000, 1);
+    let journal = Arc::new(Recorder::default());
+    let player = PlayerHandle::spawn(spec("pa", OutputKind::Null, None), clock(), journal.clone());
+    let pause = Duration::from_millis(200);
+    player
+        .submit(job(
+            Duration::ZERO,
+            None,
+            vec![
+                with_id(item("pa", "withdrawn", &long, 3.0), 42),
+                with_id(item("pa", "next", &short, 0.3), 7),
+            ],
+            pause,
+        ))
+        .unwrap();
+    journal.wait_until(Duration::from_secs(3), |e| !e.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let withdrawn_at = Utc::now();
+    player.stop_item(42, "recalled by the district office");
+    let events = journal.wait_until(Duration::from_secs(3), |e| ended_rows(e) >= 2);
+    player.shutdown();
+
+    let [Event::Started { title: t1, .. }, Event::Finished {
+        status: s1,
+        at: cut,
+        detail: d1,
+        ..
+    }, Event::Started {
+        title: t2, at: s2, ..
+    }, Event::Finished { status: st2, .. }] = events.as_slice()
+    else {
+        panic!("expected the withdrawn item cut, then the next one, got {events:#?}");
+    };
+    assert_eq!((t1.as_str(), t2.as_str()), ("withdrawn", "next"));
+    assert_eq!(*s1, AirtimeStatus::Interrupted);
+    assert_eq!(d1, "withdrawn: recalled by the district office");
+    let delay = secs(*cut - withdrawn_at);
+    assert!(delay < 0.1, "took {delay} s to take it off the air");
+    // The job goes on after the configured pause, counted from the cut.
+    let gap = secs(*s2 - *cut);
+    assert!(
+        (0.19..0.3).contains(&gap),
+        "next item {gap} s after the cut"
+    );
+    assert_eq!(*st2, AirtimeStatus::Completed);
+}
+
+#[test]
+fn a_withdrawn_item_that_is_only_queued_never_airs_in_this_job_or_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = sine_wav(dir.path(), "first.wav", 0.6, 48_000, 1);
+    let short = sine_wav(dir.path(), "short.wav", 0.3, 48_000, 1);
+    let journal = Arc::new(Recorder::default());
+    let player = PlayerHandle::spawn(spec("pa", OutputKind::Null, None), clock(), journal.clone());
+    let pause = Duration::from_millis(200);
+    // While "first" plays, the withdrawn one is already queued on the device behind it; it is
+    // also in the job waiting after this one.
+    player
+        .submit(job(
+            Duration::ZERO,
+            None,
+            vec![
+                with_id(item("pa", "first", &first, 0.6), 1),
+                with_id(item("pa", "withdrawn", &short, 0.3), 42),
+                with_id(item("pa", "last", &short, 0.3), 3),
+            ],
+            pause,
+        ))
+        .unwrap();
+    player
+        .submit(job(
+            Duration::ZERO,
+            None,
+            vec![
+                with_id(item("pa", "withdrawn", &short, 0.3), 42),
+                with_id(item("pa", "other", &short, 0.3), 5),
+            ],
+            pause,
+        ))
+        .unwrap();
+    journal.wait_until(Duration::from_secs(3), |e| !e.is_empty());
+    player.stop_item(42, "expired");
+    let events = journal.wait_until(Duration::from_secs(5), |e| ended_rows(e) >= 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let events = if journal.events().len() > events.len() {
+        journal.events()
+    } else {
+        events
+    };
+    player.shutdown();
+
+    assert_eq!(
+        titles_started(&events),
+        ["first", "last", "other"],
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().all(|e| match e {
+            Event::Finished { status, .. } => *status == AirtimeStatus::Completed,
+            Event::Failed { .. } => false,
+            Event::Started { .. } => true,
+        }),
+        "{events:#?}"
+    );
+    // "last" took the withdrawn one's place: the pause after "first" is unchanged.
+    let starts_and_ends: Vec<DateTime<Utc>> = events
+        .iter()
+        .map(|e| match e {
+            Event::Started { at, .. } | Event::Finished { at, .. } | Event::Failed { at, .. } => {
+                *at
+            }
+        })
+        .collect();
+    let gap = secs(starts_and_ends[2] - starts_and_ends[1]);
+    assert!(
+        (0.19..0.3).contains(&gap),
+        "'last' began {gap} s after 'first' ended"
+    );
+}

@@ -63,6 +63,15 @@ pub struct DecodedSource {
     name: String,
 }
 
+/// A run of decoded samples from [`DecodedSource::next_chunk`], with its format.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    /// Interleaved, `channels` per frame, gain applied.
+    pub samples: &'a [f32],
+    pub channels: ChannelCount,
+    pub sample_rate: SampleRate,
+}
+
 /// Open the stored file at `path` for playout at `gain_db` (0.0 = as recorded; a sample that
 /// the gain pushes past full scale is clipped to [-1, 1]).
 ///
@@ -153,6 +162,30 @@ impl DecodedSource {
                 .set(format!("decoding {} stopped early: {e}", self.name));
             self.finish();
         }
+    }
+
+    /// The samples of the current decoded buffer not yet taken (interleaved, gain applied) and
+    /// their format, all taken at once; the next call decodes the next buffer. `None` at the end.
+    ///
+    /// For a consumer that converts whole buffers instead of pulling samples one by one (the
+    /// player's audio thread); it may be mixed with `next()`.
+    pub fn next_chunk(&mut self) -> Option<Chunk<'_>> {
+        if self.position >= self.samples.len() {
+            if self.ended {
+                return None;
+            }
+            self.refill();
+            if self.samples.is_empty() {
+                return None;
+            }
+        }
+        let from = self.position;
+        self.position = self.samples.len();
+        Some(Chunk {
+            samples: &self.samples[from..],
+            channels: self.channels,
+            sample_rate: self.sample_rate,
+        })
     }
 
     fn finish(&mut self) {

@@ -179,6 +179,7 @@ impl PacedStream {
         let handle = std::thread::Builder::new()
             .name(config.thread_name.clone())
             .spawn(move || {
+                // Zeroed once; the callback writes every sample of it each time (cpal's contract).
                 let mut buffer = vec![0.0_f32; frames * usize::from(config.channels.max(1))];
                 let mut sink_ok = true;
                 let mut deadline = start + TICK;
@@ -205,7 +206,6 @@ impl PacedStream {
                         continue;
                     }
 
-                    buffer.fill(0.0);
                     let callback = stream_instant(start.elapsed());
                     let info =
                         OutputCallbackInfo::new(OutputStreamTimestamp { callback, playback });
