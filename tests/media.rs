@@ -512,7 +512,12 @@ fn the_demo_audio_is_what_its_readme_says() {
 #[test]
 fn sample_rates_outside_1_to_384_khz_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for (rate, ok) in [(500, false), (1_000, true), (384_000, true), (768_000, false)] {
+    for (rate, ok) in [
+        (500, false),
+        (1_000, true),
+        (384_000, true),
+        (768_000, false),
+    ] {
         let path = dir.path().join(format!("r{rate}.wav"));
         let spec = hound::WavSpec {
             channels: 1,

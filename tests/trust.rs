@@ -75,7 +75,9 @@ fn call(d: &Daemon, who: usize, r: &Row, cell: usize) -> u16 {
     req = match &r.send {
         Send::Nothing => req,
         Send::Json(v) => req.json(v),
-        Send::Xml(x) => req.header("content-type", "application/xml").body(x.clone()),
+        Send::Xml(x) => req
+            .header("content-type", "application/xml")
+            .body(x.clone()),
         // Sent whole, not streamed: a refusal may come before the body is read.
         Send::Upload => {
             let (content_type, body) =
@@ -215,9 +217,7 @@ fn every_role_on_every_endpoint_gets_exactly_its_answer() {
         row(
             "POST",
             fixed("/api/v1/cap"),
-            Send::Xml(
-                std::fs::read_to_string(fixture("cap/wrong-area.xml")).unwrap(),
-            ),
+            Send::Xml(std::fs::read_to_string(fixture("cap/wrong-area.xml")).unwrap()),
             Some([403, 200, 403, 200, 200, 401, 401]),
         ),
         // A box reports as itself only; without its Idempotency-Key the body is refused.

@@ -34,10 +34,7 @@ pub async fn post_cap(
 }
 
 /// `GET /api/v1/cap`: the latest 100 CAP messages received, newest first, with what was done.
-pub async fn list_cap(
-    State(st): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_cap(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Approver, Role::Auditor, Role::Admin])?;
     let rows = st.db(|s| s.cap_messages(100)).await?;
     Ok(Json(json!({ "messages": rows })))
@@ -53,7 +50,9 @@ pub async fn link_status(
         .config
         .upstreams
         .iter()
-        .map(|u| json!({"name": u.name, "manifest_url": u.manifest_url, "poll_s": u.poll.as_secs()}))
+        .map(
+            |u| json!({"name": u.name, "manifest_url": u.manifest_url, "poll_s": u.poll.as_secs()}),
+        )
         .collect();
     let report_url = st.runner.config.report.as_ref().map(|r| r.url.clone());
     let (upstreams, reporter, boxes) = st

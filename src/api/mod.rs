@@ -10,8 +10,8 @@ mod console;
 mod emergency;
 mod error;
 mod limits;
-mod reports;
 mod link;
+mod reports;
 mod status;
 
 use std::future::Future;

@@ -101,13 +101,23 @@ pub async fn handle(runner: &Arc<Runner>, bytes: &[u8], via: &str) -> Result<Out
             ("ignored", reason, None)
         }
         CapDecision::Cancel { references, .. } => {
-            let n = withdraw_refs(runner, &references, &format!("cancelled by CAP message {}", alert.identifier)).await?;
+            let n = withdraw_refs(
+                runner,
+                &references,
+                &format!("cancelled by CAP message {}", alert.identifier),
+            )
+            .await?;
             ("cancelled", format!("{n} earlier alert(s) withdrawn"), None)
         }
         CapDecision::Air(air) => {
             let mut notes = Vec::new();
             if !air.supersedes.is_empty() {
-                let n = withdraw_refs(runner, &air.supersedes, &format!("replaced by CAP update {}", air.identifier)).await?;
+                let n = withdraw_refs(
+                    runner,
+                    &air.supersedes,
+                    &format!("replaced by CAP update {}", air.identifier),
+                )
+                .await?;
                 notes.push(format!("{n} earlier alert(s) replaced"));
             }
             let (id, note) = put_on_air(runner, &air, now).await?;
@@ -117,9 +127,10 @@ pub async fn handle(runner: &Arc<Runner>, bytes: &[u8], via: &str) -> Result<Out
                 let outputs = a.outputs.clone();
                 let repeat = runner.config.cap.repeat;
                 let r = runner.clone();
-                preempted = tokio::task::spawn_blocking(move || r.emergency(&a, &outputs, repeat, now))
-                    .await
-                    .map_err(|e| AlertError::Io(e.to_string()))?;
+                preempted =
+                    tokio::task::spawn_blocking(move || r.emergency(&a, &outputs, repeat, now))
+                        .await
+                        .map_err(|e| AlertError::Io(e.to_string()))?;
                 notes.push(format!("emergency on {}", preempted.join(", ")));
                 ("aired", notes.join("; "), Some(id))
             } else {
@@ -129,8 +140,17 @@ pub async fn handle(runner: &Arc<Runner>, bytes: &[u8], via: &str) -> Result<Out
             }
         }
     };
-    let (s, i, v, d, dt) = (alert.sender.clone(), alert.identifier.clone(), via.to_string(), decision_text.to_string(), detail.clone());
-    let record = db(&store, move |st| st.cap_record(&s, &i, &sent, &v, &d, &dt, announcement, now)).await?;
+    let (s, i, v, d, dt) = (
+        alert.sender.clone(),
+        alert.identifier.clone(),
+        via.to_string(),
+        decision_text.to_string(),
+        detail.clone(),
+    );
+    let record = db(&store, move |st| {
+        st.cap_record(&s, &i, &sent, &v, &d, &dt, announcement, now)
+    })
+    .await?;
     tracing::info!(sender = %record.sender, identifier = %record.identifier, decision = %record.decision, detail = %record.detail, "CAP message handled");
     Ok(Outcome {
         duplicate: false,
@@ -140,7 +160,11 @@ pub async fn handle(runner: &Arc<Runner>, bytes: &[u8], via: &str) -> Result<Out
 }
 
 /// Withdraw (and stop, if airing) what earlier messages put on air. Returns how many.
-async fn withdraw_refs(runner: &Arc<Runner>, refs: &[CapRef], why: &str) -> Result<usize, AlertError> {
+async fn withdraw_refs(
+    runner: &Arc<Runner>,
+    refs: &[CapRef],
+    why: &str,
+) -> Result<usize, AlertError> {
     let mut n = 0;
     for r in refs {
         let (s, i) = (r.sender.clone(), r.identifier.clone());
@@ -154,7 +178,8 @@ async fn withdraw_refs(runner: &Arc<Runner>, refs: &[CapRef], why: &str) -> Resu
             if a.status != AnnouncementStatus::Approved {
                 return Ok(false);
             }
-            st.decide(id, AnnouncementStatus::Withdrawn, &actor, &w, now).map(|_| true)
+            st.decide(id, AnnouncementStatus::Withdrawn, &actor, &w, now)
+                .map(|_| true)
         })
         .await?;
         // Stop it even if it was already withdrawn: a repeat may still be airing.
@@ -168,23 +193,36 @@ async fn withdraw_refs(runner: &Arc<Runner>, refs: &[CapRef], why: &str) -> Resu
 
 /// Store the alert as an approved announcement with the best audio it can have. Returns its
 /// id and a note on the audio used.
-async fn put_on_air(runner: &Arc<Runner>, air: &CapAir, now: DateTime<Utc>) -> Result<(AnnouncementId, String), AlertError> {
+async fn put_on_air(
+    runner: &Arc<Runner>,
+    air: &CapAir,
+    now: DateTime<Utc>,
+) -> Result<(AnnouncementId, String), AlertError> {
     let (audio, note) = match resource_audio(runner, air).await {
         Ok(Some((bytes, probe))) => (Some((bytes, probe)), "its audio resource aired".to_string()),
-        Ok(None) => (None, "no audio resource: alert tone with the headline".to_string()),
+        Ok(None) => (
+            None,
+            "no audio resource: alert tone with the headline".to_string(),
+        ),
         Err(why) => {
             tracing::warn!(identifier = %air.identifier, %why, "CAP audio refused; airing the alert tone with the headline");
-            (None, format!("audio resource refused ({why}): alert tone with the headline"))
+            (
+                None,
+                format!("audio resource refused ({why}): alert tone with the headline"),
+            )
         }
     };
     let (bytes, probe) = match audio {
         Some(a) => a,
         None => {
-            let path = runner
-                .planner
-                .sound(ALERT)
-                .ok_or_else(|| AlertError::Io(format!("the alert tone {ALERT} is missing from the audio dir")))?;
-            let bytes = tokio::fs::read(&path).await.map_err(|e| AlertError::Io(format!("{}: {e}", path.display())))?;
+            let path = runner.planner.sound(ALERT).ok_or_else(|| {
+                AlertError::Io(format!(
+                    "the alert tone {ALERT} is missing from the audio dir"
+                ))
+            })?;
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| AlertError::Io(format!("{}: {e}", path.display())))?;
             let p = path.clone();
             let probe = tokio::task::spawn_blocking(move || media::probe(&p))
                 .await
@@ -201,7 +239,11 @@ async fn put_on_air(runner: &Arc<Runner>, air: &CapAir, now: DateTime<Utc>) -> R
     let test = matches!(air.status, CapStatus::Test | CapStatus::Exercise);
     let title = format!(
         "{}{}",
-        if test { "[ทดสอบ / TEST] " } else { "" },
+        if test {
+            "[ทดสอบ / TEST] "
+        } else {
+            ""
+        },
         air.headline
     );
     let script = [air.description.as_str(), air.instruction.as_str()]
@@ -230,7 +272,13 @@ async fn put_on_air(runner: &Arc<Runner>, air: &CapAir, now: DateTime<Utc>) -> R
     };
     let source_ref = format!("{}/{}", air.sender, air.identifier);
     let (by, sent) = (format!("cap:{}", air.sender), air.sent);
-    let detail = format!("CAP {} ({:?}, {}): {}", air.identifier, air.level, air.event, air.log_text());
+    let detail = format!(
+        "CAP {} ({:?}, {}): {}",
+        air.identifier,
+        air.level,
+        air.event,
+        air.log_text()
+    );
     let a = db(&runner.store, move |s| {
         s.insert_approved(&new, Source::Cap, &source_ref, &by, sent, &detail, now)
     })
@@ -240,13 +288,18 @@ async fn put_on_air(runner: &Arc<Runner>, air: &CapAir, now: DateTime<Utc>) -> R
 
 /// The message's audio resource, digest-checked and probed: embedded (`derefUri`) or fetched by
 /// an absolute `uri`. `Ok(None)` when there is none.
-async fn resource_audio(runner: &Arc<Runner>, air: &CapAir) -> Result<Option<(Vec<u8>, media::ProbeInfo)>, String> {
+async fn resource_audio(
+    runner: &Arc<Runner>,
+    air: &CapAir,
+) -> Result<Option<(Vec<u8>, media::ProbeInfo)>, String> {
     let Some(res) = &air.resource else {
         return Ok(None);
     };
     let bytes = match (&res.deref, &res.uri) {
         (Some(b), _) => b.clone(),
-        (None, Some(uri)) if uri.starts_with("http://") || uri.starts_with("https://") => fetch(uri).await?,
+        (None, Some(uri)) if uri.starts_with("http://") || uri.starts_with("https://") => {
+            fetch(uri).await?
+        }
         _ => return Ok(None),
     };
     if res.digest_sha1.is_none() {
@@ -254,9 +307,13 @@ async fn resource_audio(runner: &Arc<Runner>, air: &CapAir) -> Result<Option<(Ve
     }
     res.check_digest(&bytes).map_err(|e| e.to_string())?;
     let tmp_dir = runner.config.data_dir.join("tmp");
-    tokio::fs::create_dir_all(&tmp_dir).await.map_err(|e| e.to_string())?;
+    tokio::fs::create_dir_all(&tmp_dir)
+        .await
+        .map_err(|e| e.to_string())?;
     let tmp = tmp_dir.join(format!("cap-{}.audio", hex::encode(Sha256::digest(&bytes))));
-    tokio::fs::write(&tmp, &bytes).await.map_err(|e| e.to_string())?;
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
     let probe = media::probe_in_child(tmp.clone(), PROBE_BUDGET).await;
     let _ = tokio::fs::remove_file(&tmp).await;
     let probe = probe.map_err(|e| format!("it cannot be played: {e}"))?;
@@ -304,7 +361,12 @@ async fn write_atomically(dest: PathBuf, bytes: Vec<u8>) -> Result<(), AlertErro
 
 /// Poll a CAP feed until `shutdown`: the URL answers one CAP message, or an Atom/RSS feed whose
 /// entries link to CAP messages (each fetched and handled; ones already recorded cost nothing).
-pub async fn poll_feed(runner: Arc<Runner>, url: String, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn poll_feed(
+    runner: Arc<Runner>,
+    url: String,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let http = super::pull::http_client();
     let mut etag: Option<String> = None;
     loop {
@@ -318,7 +380,11 @@ pub async fn poll_feed(runner: Arc<Runner>, url: String, every: Duration, mut sh
     }
 }
 
-async fn get_bounded(http: &reqwest::Client, url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, String> {
+async fn get_bounded(
+    http: &reqwest::Client,
+    url: &str,
+    etag: Option<&str>,
+) -> Result<Option<(Vec<u8>, Option<String>)>, String> {
     let mut req = http.get(url).timeout(Duration::from_secs(60));
     if let Some(e) = etag {
         req = req.header(reqwest::header::IF_NONE_MATCH, e);
@@ -330,7 +396,11 @@ async fn get_bounded(http: &reqwest::Client, url: &str, etag: Option<&str>) -> R
     if !resp.status().is_success() {
         return Err(format!("{url} answered HTTP {}", resp.status().as_u16()));
     }
-    let tag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let tag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut out = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -343,13 +413,22 @@ async fn get_bounded(http: &reqwest::Client, url: &str, etag: Option<&str>) -> R
     Ok(Some((out, tag)))
 }
 
-async fn poll_feed_once(runner: &Arc<Runner>, http: &reqwest::Client, url: &str, etag: &mut Option<String>) -> Result<(), String> {
+async fn poll_feed_once(
+    runner: &Arc<Runner>,
+    http: &reqwest::Client,
+    url: &str,
+    etag: &mut Option<String>,
+) -> Result<(), String> {
     let Some((body, tag)) = get_bounded(http, url, etag.as_deref()).await? else {
         return Ok(());
     };
     let text = String::from_utf8_lossy(&body);
     let mut failures = Vec::new();
-    if text.contains(cap::CAP_1_2_NS) && text.contains("<alert") && !text.contains("<feed") && !text.contains("<rss") {
+    if text.contains(cap::CAP_1_2_NS)
+        && text.contains("<alert")
+        && !text.contains("<feed")
+        && !text.contains("<rss")
+    {
         if let Err(e) = handle(runner, &body, url).await {
             failures.push(e.to_string());
         }
@@ -427,6 +506,9 @@ mod tests {
         assert_eq!(feed_links(atom), ["a.xml", "http://x/b.xml?x=1&y=2"]);
         let rss = "<rss><channel><link>http://x/</link><item><link>http://x/c.xml</link></item></channel></rss>";
         assert_eq!(feed_links(rss), ["http://x/c.xml"]);
-        assert_eq!(absolute("http://h/feed/index.atom", "a.xml"), "http://h/feed/a.xml");
+        assert_eq!(
+            absolute("http://h/feed/index.atom", "a.xml"),
+            "http://h/feed/a.xml"
+        );
     }
 }

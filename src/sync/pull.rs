@@ -226,7 +226,13 @@ impl Puller {
         let in_force = (report.added + report.updated) as u64;
         let seq = m.sequence;
         self.db(move |s| {
-            s.upstream_ok(&name, etag.as_deref(), Some((seq, &sha, in_force)), true, at)
+            s.upstream_ok(
+                &name,
+                etag.as_deref(),
+                Some((seq, &sha, in_force)),
+                true,
+                at,
+            )
         })
         .await?;
         Ok(report)
@@ -245,7 +251,10 @@ impl Puller {
                 let why = if w.reason.is_empty() {
                     format!("withdrawn by the province (manifest {})", m.sequence)
                 } else {
-                    format!("withdrawn by the province: {} (manifest {})", w.reason, m.sequence)
+                    format!(
+                        "withdrawn by the province: {} (manifest {})",
+                        w.reason, m.sequence
+                    )
                 };
                 (self.source_ref(&w.id), why)
             })
@@ -448,7 +457,15 @@ impl Puller {
             self.upstream.manifest_url, item.id
         );
         self.db(move |s| {
-            s.insert_approved(&new, Source::Province, &r, &format!("province: {by}"), at, &detail, now)
+            s.insert_approved(
+                &new,
+                Source::Province,
+                &r,
+                &format!("province: {by}"),
+                at,
+                &detail,
+                now,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -464,7 +481,10 @@ impl Puller {
             .await
             .map_err(|e| format!("{}: {e}", incoming.display()))?;
         let part = incoming.join(format!("{}.part", item.sha256));
-        let mut have = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
+        let mut have = tokio::fs::metadata(&part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         if have > item.size {
             // Longer than the item: not ours to keep.
             let _ = tokio::fs::remove_file(&part).await;
@@ -476,7 +496,10 @@ impl Puller {
             if have > 0 {
                 req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
             }
-            let resp = req.send().await.map_err(|e| unreachable(&url, e).to_string())?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| unreachable(&url, e).to_string())?;
             let status = resp.status();
             let append = match status.as_u16() {
                 206 if have > 0 => {
@@ -511,9 +534,13 @@ impl Puller {
             loop {
                 let next = tokio::time::timeout(STALL, body.next())
                     .await
-                    .map_err(|_| format!("{url}: no data for {} s; will resume", STALL.as_secs()))?;
+                    .map_err(|_| {
+                        format!("{url}: no data for {} s; will resume", STALL.as_secs())
+                    })?;
                 let Some(chunk) = next else { break };
-                let chunk = chunk.map_err(|e| format!("{url}: cut off after {} bytes ({e}); will resume", have))?;
+                let chunk = chunk.map_err(|e| {
+                    format!("{url}: cut off after {} bytes ({e}); will resume", have)
+                })?;
                 if have + chunk.len() as u64 > item.size {
                     drop(file);
                     let _ = tokio::fs::remove_file(&part).await;
@@ -538,7 +565,9 @@ impl Puller {
                 item.size
             ));
         }
-        let sha = hash_file(&part).await.map_err(|e| format!("{}: {e}", part.display()))?;
+        let sha = hash_file(&part)
+            .await
+            .map_err(|e| format!("{}: {e}", part.display()))?;
         if sha != item.sha256 {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(format!(
@@ -592,7 +621,11 @@ fn resolve(manifest_url: &str, file: &str) -> Result<String, String> {
 }
 
 /// The body, refused past `max` bytes (whatever Content-Length claims).
-async fn read_bounded(resp: reqwest::Response, max: usize, url: &str) -> Result<Vec<u8>, PullError> {
+async fn read_bounded(
+    resp: reqwest::Response,
+    max: usize,
+    url: &str,
+) -> Result<Vec<u8>, PullError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(ManifestError::TooLarge {
             size: resp.content_length().unwrap_or(0) as usize,
