@@ -226,6 +226,16 @@ fn tampered_audio_bad_signatures_and_replayed_manifests_are_refused() {
             .map(str::to_string)
     });
     assert!(err.contains(&sha_c), "{err}");
+    // The status (and so the console) shows the last pull and the problem.
+    let st = b.get_json("/api/v1/status", "uploader");
+    assert!(st["sync"]["last_pull_at"].is_string(), "{st}");
+    assert!(
+        st["sync"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SHA-256"),
+        "{st}"
+    );
     assert!(by_title(&b, "จังหวัด: สอง").is_none(), "not eligible");
     assert_eq!(
         upstream(&b)["sequence"],

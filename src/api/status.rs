@@ -54,8 +54,32 @@ pub async fn status(State(st): State<AppState>, _caller: Caller) -> Result<Json<
     let next_slot = r
         .next_slot()
         .map(|(slot, at)| json!({"slot": slot, "at": at, "at_local": format_datetime(at, tz)}));
+    // The provincial link, when this box has one (two small queries; none otherwise).
+    let linked = !r.config.upstreams.is_empty() || r.config.report.is_some();
+    let sync = if linked {
+        let (ups, rep) = st.db(|s| Ok((s.upstreams()?, s.reporter_state()?))).await?;
+        let last_error = ups
+            .iter()
+            .filter_map(|u| u.last_error.as_ref().map(|e| format!("{}: {e}", u.name)))
+            .chain(rep.last_error.as_ref().map(|e| format!("report: {e}")))
+            .collect::<Vec<_>>();
+        json!({
+            "last_pull_at": ups.iter().filter_map(|u| u.last_success_at).max(),
+            "sequence": ups.first().and_then(|u| u.sequence),
+            "last_error": (!last_error.is_empty()).then(|| last_error.join("; ")),
+            "reporting": r.config.report.is_some(),
+            "report_queued": rep.queued,
+            "last_report_at": rep.last_success_at,
+        })
+    } else {
+        Value::Null
+    };
+    // Airtime writes that failed even after the log's reserved room was given back.
+    let log = r.store.log_status();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "sync": sync,
+        "airtime_log": log,
         "now": now,
         "now_local": format_datetime(now, tz),
         "timezone": tz.name(),
