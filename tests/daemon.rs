@@ -14,7 +14,8 @@ fn rows_for(rows: &[Value], id: i64) -> Vec<&Value> {
 
 #[test]
 fn upload_approve_air_on_both_outputs_and_audit() {
-    let d = Daemon::start(&every_seconds_slot(10, 9));
+    // Bangkok, as shipped: the plan is checked up to Bangkok's midnight below.
+    let d = Daemon::start_with(&every_seconds_slot(10, 9), "timezone = \"Asia/Bangkok\"\n");
     let id = d.upload_approved(
         &fixture("tone.mp3"),
         &[("title", "ประกาศทดสอบ"), ("agency", "อำเภอ")],

@@ -355,16 +355,15 @@ fn a_corrupt_file_in_the_store_at_air_time_fails_and_the_next_item_plays() {
     };
     // Behind the daemon's back: one file becomes noise, the other keeps its start and loses
     // the rest (an mp3 whose frames from the 20th on are damaged: about 0.5 s decodes).
-    std::fs::write(
-        stored(garbage),
-        std::fs::read(fixture("random.wav")).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        stored(half),
-        std::fs::read(fixture("bad-packets.mp3")).unwrap(),
-    )
-    .unwrap();
+    // Each replaced whole (temp file + rename): written in place, a player opening it in the
+    // middle of the write would see an empty or half-written file instead, and say so.
+    let replace = |path: std::path::PathBuf, with: &str| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, std::fs::read(fixture(with)).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    replace(stored(garbage), "random.wav");
+    replace(stored(half), "bad-packets.mp3");
     let rows = d.wait_airtime(Duration::from_secs(60), |rows| {
         let n = |id: i64, s: &str| {
             rows.iter()

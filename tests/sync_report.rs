@@ -67,29 +67,13 @@ fn province() -> Daemon {
     p
 }
 
-/// An IANA zone in which it is now about 18:00, so an item with 48 plays a day is far behind
-/// its spread over the day and airs in every slot (the planner spreads plays evenly).
-fn evening_zone() -> String {
-    use chrono::Timelike;
-    let h = chrono::Utc::now().hour() as i32;
-    let mut offset = (18 - h).rem_euclid(24);
-    if offset > 14 {
-        offset -= 24;
-    }
-    match offset {
-        0 => "Etc/GMT".to_owned(),
-        o if o > 0 => format!("Etc/GMT-{o}"), // POSIX sign: GMT-7 is UTC+7
-        o => format!("Etc/GMT+{}", -o),
-    }
-}
-
 /// A box reporting to `province` every second, `batch` rows at a time. Its slot comes every
 /// 5 s with no chime, so two short items air on both outputs in each: 4 rows per 5 s.
 fn district_box(province: &Daemon, batch: u32) -> Daemon {
     let slots = "[[slot]]\nname = \"test\"\ncron = \"*/5 * * * * *\"\nlength = \"5s\"\noutputs = [\"tower\", \"pa\"]\n";
     let extra = format!(
         "timezone = \"{}\"\n[report]\nurl = \"{}\"\ntoken = \"{}\"\ninterval = \"1s\"\nbatch = {batch}\n",
-        evening_zone(),
+        common::evening_zone(),
         province.url("/api/v1/reports"),
         province.tokens["box"],
     );
