@@ -557,9 +557,10 @@ async fn decide(
             Some(r) if !r.is_empty() => format!("withdrawn by {}: {r}", caller.name),
             _ => format!("withdrawn by {}", caller.name),
         };
-        st.runner.stop_announcement(id, &why);
+        st.runner.stop_announcement(id, &why); // and replans
+    } else {
+        st.runner.replan();
     }
-    st.runner.replan();
     Ok(Json(json!(a)))
 }
 

@@ -47,11 +47,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     {
-        let store = self.store().clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-            .map_err(ApiError::from)
+        self.store().call(f).await.map_err(ApiError::from)
     }
 }
 

@@ -187,22 +187,21 @@ pub async fn report(
     }
     let now = st.runner.clock.now();
     let box_name = caller.name.clone();
-    let store = st.store().clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || store.accept_report(&box_name, &key, &links, now))
-            .await
-            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-            .map_err(|e| match e {
-                StoreError::Conflict(m) => {
-                    tracing::warn!(r#box = %caller.name, reason = %m, "airtime report refused");
-                    ApiError::new(
-                        StatusCode::CONFLICT,
-                        "report_refused",
-                        format!("ไม่รับรายงาน: แถวไม่ต่อเนื่องกับที่มีอยู่ / the report was refused: {m}"),
-                    )
-                }
-                other => ApiError::from(other),
-            })?;
+    let outcome = st
+        .store()
+        .call(move |s| s.accept_report(&box_name, &key, &links, now))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => {
+                tracing::warn!(r#box = %caller.name, reason = %m, "airtime report refused");
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "report_refused",
+                    format!("ไม่รับรายงาน: แถวไม่ต่อเนื่องกับที่มีอยู่ / the report was refused: {m}"),
+                )
+            }
+            other => ApiError::from(other),
+        })?;
     tracing::info!(
         r#box = %caller.name,
         first = key_first,

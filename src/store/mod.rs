@@ -192,6 +192,20 @@ impl Store {
         result
     }
 
+    /// Run `f` on tokio's blocking pool (the store's calls block on SQLite and its mutex), for
+    /// the async side: the API, the provincial link. A task that panicked is reported as an
+    /// error, not propagated.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("a database task failed: {e}")))?
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back), so a poisoned lock is still safe to use.

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -66,10 +65,7 @@ async fn db<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, AlertError> {
-    let s = store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&s))
-        .await
-        .map_err(|e| AlertError::Io(format!("a database task failed: {e}")))??)
+    Ok(store.call(f).await?)
 }
 
 fn ts(at: DateTime<Utc>) -> String {
@@ -321,7 +317,7 @@ async fn resource_audio(
 }
 
 async fn fetch(uri: &str) -> Result<Vec<u8>, String> {
-    let resp = super::pull::http_client()
+    let resp = super::http_client()
         .get(uri)
         .timeout(Duration::from_secs(120))
         .send()
@@ -330,29 +326,21 @@ async fn fetch(uri: &str) -> Result<Vec<u8>, String> {
     if !resp.status().is_success() {
         return Err(format!("{uri} answered HTTP {}", resp.status().as_u16()));
     }
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("{uri}: {e}"))?;
-        if out.len() + chunk.len() > MAX_RESOURCE_BYTES {
-            return Err(format!("{uri} is larger than {MAX_RESOURCE_BYTES} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    super::read_body(resp, MAX_RESOURCE_BYTES)
+        .await
+        .map_err(|e| format!("{uri}: {e}"))
 }
 
+/// Store the alert's audio at `dest` in the audio store, whole or not at all (the same synced
+/// temp file and rename as a published file).
 async fn write_atomically(dest: PathBuf, bytes: Vec<u8>) -> Result<(), AlertError> {
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write;
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = dest.with_extension("part");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dest)
+    tokio::task::spawn_blocking(move || {
+        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(format!("{} is not a file in a folder", dest.display()));
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        super::publish::write_atomically(dir, name, &bytes, None).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| AlertError::Io(e.to_string()))?
@@ -367,7 +355,7 @@ pub async fn poll_feed(
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let http = super::pull::http_client();
+    let http = super::http_client();
     let mut etag: Option<String> = None;
     loop {
         if let Err(e) = poll_feed_once(&runner, &http, &url, &mut etag).await {
@@ -401,15 +389,9 @@ async fn get_bounded(
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("{url}: {e}"))?;
-        if out.len() + chunk.len() > cap::MAX_CAP_BYTES {
-            return Err(format!("{url} is larger than {} bytes", cap::MAX_CAP_BYTES));
-        }
-        out.extend_from_slice(&chunk);
-    }
+    let out = super::read_body(resp, cap::MAX_CAP_BYTES)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     Ok(Some((out, tag)))
 }
 

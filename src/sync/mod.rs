@@ -12,7 +12,10 @@ pub mod publish;
 pub mod pull;
 pub mod report;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use crate::domain::AnnouncementId;
 use crate::runner::Runner;
@@ -34,6 +37,74 @@ impl OnAir for Runner {
     }
 }
 
+/// The longest wait for the next bytes of a body before the transfer is given up.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// The HTTP client every part of the link shares (manifests, audio, reports, CAP): bounded
+/// connects, our name in User-Agent. Built on first use, so a box with no link never loads the
+/// TLS root store (2 MB); cloning it is cheap and shares its connections.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("hokrajai/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot build the HTTP client with our settings; using defaults");
+                    reqwest::Client::new()
+                })
+        })
+        .clone()
+}
+
+/// Why [`read_body`] gave up.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the caller's limit (the claimed length, or what arrived).
+    TooLarge { size: usize, max: usize },
+    /// Cut off, or no bytes for [`STALL`].
+    Read(String),
+}
+
+/// A response body in memory, refused past `max` bytes whatever Content-Length claims.
+pub async fn read_body(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if let Some(n) = resp.content_length().filter(|n| *n > max as u64) {
+        return Err(BodyError::TooLarge {
+            size: n as usize,
+            max,
+        });
+    }
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(STALL, body.next())
+        .await
+        .map_err(|_| BodyError::Read(format!("no data for {} s", STALL.as_secs())))?
+    {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if out.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge {
+                size: out.len() + chunk.len(),
+                max,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { size, max } => {
+                write!(f, "{size} bytes, more than the {max} allowed")
+            }
+            BodyError::Read(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Start the link's tasks for this configuration: a puller per `[[upstream]]`, the reporter if
 /// `[report]` is set, the CAP feed poller if `[cap] feed_url` is. They end when `shutdown`
 /// turns true.
@@ -43,9 +114,6 @@ pub fn spawn(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let config = runner.config.clone();
     let mut tasks = Vec::new();
-    // Built only when an upstream is configured: the TLS client and its root store cost a box
-    // that is not linked about 2 MB of memory for nothing.
-    let http = (!config.upstreams.is_empty()).then(pull::http_client);
     for u in &config.upstreams {
         let puller = pull::Puller {
             store: runner.store.clone(),
@@ -56,7 +124,7 @@ pub fn spawn(
             data_dir: config.data_dir.clone(),
             max_item_bytes: config.max_upload_bytes,
             on_air: runner.clone(),
-            http: http.clone().unwrap_or_else(pull::http_client),
+            http: http_client(),
         };
         tracing::info!(upstream = %u.name, url = %u.manifest_url, every = ?u.poll, "pulling approved content from the province");
         tasks.push(tokio::spawn(puller.run(shutdown.clone())));

@@ -513,7 +513,7 @@ fn hash_file(path: &Path) -> Result<(String, u64), PublishError> {
 }
 
 /// Write `bytes` to `dir/name` through a synced temp file and a rename, with this `mtime`.
-fn write_atomically(
+pub(crate) fn write_atomically(
     dir: &Path,
     name: &str,
     bytes: &[u8],

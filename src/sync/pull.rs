@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::manifest::{self, Manifest, ManifestError, ManifestItem, SequenceStep};
-use super::OnAir;
+use super::{BodyError, OnAir, STALL};
 use crate::clock::SharedClock;
 use crate::config::UpstreamConfig;
 use crate::domain::{AnnouncementStatus, Source};
@@ -32,8 +32,6 @@ use crate::store::{NewAnnouncement, Store, StoreError, UpstreamUpdate};
 
 /// How long one probe of a pulled file may take.
 const PROBE_BUDGET: Duration = Duration::from_secs(120);
-/// The longest wait for the next bytes of a download before it is given up (and resumed later).
-const STALL: Duration = Duration::from_secs(60);
 /// Retries after a failed poll start here and double up to the poll interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// A probed duration may differ from the manifest's by this much (decoders count the last
@@ -88,18 +86,6 @@ pub struct Puller {
     pub http: reqwest::Client,
 }
 
-/// The HTTP client the link uses: bounded connects, our name in User-Agent.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("hokrajai/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the HTTP client with our settings; using defaults");
-            reqwest::Client::new()
-        })
-}
-
 fn unreachable(url: &str, e: impl std::fmt::Display) -> PullError {
     PullError::Unreachable {
         url: url.to_string(),
@@ -120,10 +106,7 @@ impl Puller {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, PullError> {
-        let s = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&s))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("a database task failed: {e}")))??)
+        Ok(self.store.call(f).await?)
     }
 
     /// Poll until `shutdown` turns true: every `poll` interval, sooner after a failure.
@@ -620,36 +603,16 @@ fn resolve(manifest_url: &str, file: &str) -> Result<String, String> {
     Ok(format!("{base}/{file}"))
 }
 
-/// The body, refused past `max` bytes (whatever Content-Length claims).
+/// The manifest's body, refused past `max` bytes.
 async fn read_bounded(
     resp: reqwest::Response,
     max: usize,
     url: &str,
 ) -> Result<Vec<u8>, PullError> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(ManifestError::TooLarge {
-            size: resp.content_length().unwrap_or(0) as usize,
-            max,
-        }
-        .into());
-    }
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = tokio::time::timeout(STALL, body.next())
-        .await
-        .map_err(|_| unreachable(url, "the manifest download stalled"))?
-    {
-        let chunk = chunk.map_err(|e| unreachable(url, e))?;
-        if out.len() + chunk.len() > max {
-            return Err(ManifestError::TooLarge {
-                size: out.len() + chunk.len(),
-                max,
-            }
-            .into());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    super::read_body(resp, max).await.map_err(|e| match e {
+        BodyError::TooLarge { size, max } => ManifestError::TooLarge { size, max }.into(),
+        BodyError::Read(why) => unreachable(url, format!("the manifest download: {why}")),
+    })
 }
 
 #[cfg(test)]

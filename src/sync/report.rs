@@ -25,9 +25,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use reqwest::header::{
-    HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
-};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -41,8 +39,6 @@ use crate::store::{Store, StoreError};
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Retries never wait longer than this (nor than 5 report intervals, see [`retry_cap`]).
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
-/// A province that does not accept the connection within this is down for this attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole request, 500 rows up and the answer back, on a slow mobile link.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -157,11 +153,10 @@ where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(r) => r.map_err(|e| format!("the local database: {e}")),
-        Err(e) => Err(format!("a database task failed: {e}")),
-    }
+    store
+        .call(f)
+        .await
+        .map_err(|e| format!("the local database: {e}"))
 }
 
 /// An HTTP error's text, with its source chain (reqwest's own Display hides the cause).
@@ -243,17 +238,7 @@ pub async fn run(
         }
     };
     auth.set_sensitive(true);
-    let http = match reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make an HTTP client; airtime is not reported");
-            return;
-        }
-    };
+    let http = super::http_client();
     let batch = cfg.batch.max(1);
     let mut r = Reporter {
         store,
@@ -365,8 +350,8 @@ impl Reporter {
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/x-ndjson")
             .header(CONTENT_ENCODING, "gzip")
-            .header(USER_AGENT, concat!("hokrajai/", env!("CARGO_PKG_VERSION")))
             .header("Idempotency-Key", key.as_str())
+            .timeout(REQUEST_TIMEOUT)
             .body(body)
             .send();
         let mut stop = self.shutdown.clone();
@@ -445,6 +430,7 @@ impl Reporter {
             .http
             .get(self.whoami.clone())
             .header(AUTHORIZATION, self.auth.clone())
+            .timeout(REQUEST_TIMEOUT)
             .send();
         let mut stop = self.shutdown.clone();
         let resp = tokio::select! {
